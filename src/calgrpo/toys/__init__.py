@@ -1,0 +1,1 @@
+"""Enumerable toy environments that prove estimators exact (tests and benchmarks use them)."""

@@ -1,0 +1,136 @@
+"""The tabular guessing game of DESIGN section 2's exact check, and larger random versions.
+
+A hidden z is drawn from a prior over ``num_values``; each attempt guesses a value; the verifier
+answers correct (the episode stops), higher (z is larger) or lower. The policy is tabular: one
+softmax over guesses per history of earlier (guess, feedback) pairs, i.e. an (H, A) logit matrix.
+Histories include impossible ones (e.g. "guess the top value, told higher") so that H is simply
+sum_{l < K} (2 * num_values)^l: 43 for 3 values and 3 attempts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from itertools import product
+
+import torch
+from torch import Tensor
+
+from calgrpo.errors import InvalidInputError
+from calgrpo.toys.tables import Toy, TrajectoryTable
+
+HIGHER, LOWER = 1, 2
+"""Feedback codes; the logit formula of the exact check uses these values."""
+
+History = tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class GuessingGame:
+    """The game's rules; build a :class:`Toy` for any logit matrix with :meth:`toy`."""
+
+    prior: tuple[float, ...]
+    """P(z = v) for v = 0..num_values-1; positive, sums to 1."""
+    num_attempts: int
+    """K, attempts per episode (>= 1)."""
+    histories: tuple[History, ...] = field(init=False, repr=False)
+    """Every failed history of length 0..K-1, in a fixed order (row index of the logits)."""
+
+    def __post_init__(self) -> None:
+        if self.num_attempts < 1:
+            raise InvalidInputError(f"num_attempts must be >= 1, got {self.num_attempts}")
+        if min(self.prior) <= 0 or not math.isclose(sum(self.prior), 1.0, abs_tol=1e-9):
+            raise InvalidInputError(f"prior must be positive and sum to 1, got {self.prior}")
+        steps = list(product(range(self.num_values), (HIGHER, LOWER)))
+        histories = [h for length in range(self.num_attempts) for h in product(steps, repeat=length)]
+        object.__setattr__(self, "histories", tuple(histories))
+        object.__setattr__(self, "_row", {h: i for i, h in enumerate(histories)})
+
+    @property
+    def num_values(self) -> int:
+        return len(self.prior)
+
+    @property
+    def num_histories(self) -> int:
+        return len(self.histories)
+
+    def design_logits(self) -> Tensor:
+        """DESIGN's initial logits: 0.8 cos(1.3 a + 0.7 (len(h)+1) + 0.9 sum_{(a',f') in h} (a' + 2 f'))."""
+        logits = torch.empty(self.num_histories, self.num_values, dtype=torch.float64)
+        for row, history in enumerate(self.histories):
+            phase = 0.7 * (len(history) + 1) + 0.9 * sum(a + 2 * f for a, f in history)
+            for a in range(self.num_values):
+                logits[row, a] = 0.8 * math.cos(1.3 * a + phase)
+        return logits
+
+    def toy(self, logits: Tensor, name: str = "guessing") -> Toy:
+        """Enumerate every trajectory for every z under the softmax policy of ``logits`` (H, A)."""
+        if logits.shape != (self.num_histories, self.num_values):
+            raise InvalidInputError(
+                f"logits must have shape (H, A) = ({self.num_histories}, {self.num_values}), "
+                f"got {tuple(logits.shape)}"
+            )
+        policy = torch.softmax(logits.to(torch.float64), dim=-1)
+        tables = tuple(self._table(policy, z) for z in range(self.num_values))
+        prior = torch.tensor(self.prior, dtype=torch.float64)
+        return Toy(name, tables, prior, self.num_histories, self.num_values)
+
+    def _table(self, policy: Tensor, z: int) -> TrajectoryTable:
+        rows: list[tuple[float, list[int], list[int]]] = []  # (prob, history rows, actions)
+
+        def extend(history: History, prob: float, hist_rows: list[int], actions: list[int]) -> None:
+            row = self._row[history]  # type: ignore[attr-defined]
+            for a in range(self.num_values):
+                p = prob * float(policy[row, a])
+                if a == z or len(history) + 1 == self.num_attempts:
+                    rows.append((p, hist_rows + [row], actions + [a]))
+                else:
+                    feedback = HIGHER if z > a else LOWER
+                    extend(history + ((a, feedback),), p, hist_rows + [row], actions + [a])
+
+        extend((), 1.0, [], [])
+        return _table_from_paths(rows, policy, z, self.num_attempts)
+
+
+def _table_from_paths(
+    paths: list[tuple[float, list[int], list[int]]], policy: Tensor, z: int, num_attempts: int
+) -> TrajectoryTable:
+    n, num_actions = len(paths), policy.shape[1]
+    probs = torch.tensor([p for p, _, _ in paths], dtype=torch.float64)
+    rewards = torch.zeros(n, num_attempts, dtype=torch.float64)
+    attempted = torch.zeros(n, num_attempts, dtype=torch.bool)
+    score_rows = torch.zeros(n, num_attempts, dtype=torch.long)
+    score_values = torch.zeros(n, num_attempts, num_actions, dtype=torch.float64)
+    for i, (_, hist_rows, actions) in enumerate(paths):
+        for k, (row, a) in enumerate(zip(hist_rows, actions, strict=True)):
+            attempted[i, k] = True
+            rewards[i, k] = float(a == z)
+            score_rows[i, k] = row
+            # d log softmax(theta_row)[a] / d theta_row = onehot(a) - softmax(theta_row)
+            score_values[i, k] = -policy[row]
+            score_values[i, k, a] += 1.0
+    return TrajectoryTable(probs, rewards, attempted, score_rows, score_values)
+
+
+def design_exact_check_game() -> GuessingGame:
+    """DESIGN section 2's exact check: z in {0,1,2}, prior [0.5, 0.3, 0.2], K = 3 (43 histories)."""
+    return GuessingGame(prior=(0.5, 0.3, 0.2), num_attempts=3)
+
+
+def design_exact_check_toy() -> Toy:
+    """The exact-check game under its cosine initial logits."""
+    game = design_exact_check_game()
+    return game.toy(game.design_logits(), name="tabular_k3")
+
+
+def random_guessing_toy(num_values: int, num_attempts: int, seed: int, logit_scale: float = 1.0) -> Toy:
+    """A larger game with a random (Dirichlet(1)) prior and N(0, logit_scale^2) logits, seeded."""
+    generator = torch.Generator().manual_seed(seed)
+    # -log(U) is Exponential(1); normalised exponentials are a Dirichlet(1) draw.
+    prior = -torch.log(torch.rand(num_values, generator=generator, dtype=torch.float64))
+    prior = tuple(float(p) for p in prior / prior.sum())
+    game = GuessingGame(prior=prior, num_attempts=num_attempts)
+    logits = logit_scale * torch.randn(
+        game.num_histories, num_values, generator=generator, dtype=torch.float64
+    )
+    return game.toy(logits, name=f"random_n{num_values}_k{num_attempts}_seed{seed}")
