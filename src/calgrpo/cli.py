@@ -46,7 +46,9 @@ class CheckEstimatorConfig:
 
     def __post_init__(self) -> None:
         if not 2 <= self.group_size <= 4:
-            raise ConfigError(f"--group-size must be in 2..4 (15^G groups are enumerated), got {self.group_size}")
+            raise ConfigError(
+                f"--group-size must be in 2..4 (15^G groups are enumerated), got {self.group_size}"
+            )
         if not self.tolerance > 0:
             raise ConfigError(f"--tolerance must be > 0, got {self.tolerance}")
         if not self.methods:
@@ -94,15 +96,19 @@ def run_check_estimator(config: CheckEstimatorConfig) -> int:
     if config.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"toy {result['toy']}: V@3 = {result['v_at_k']:.6f}, ||grad|| = {result['grad_norm']:.6f}, "
-              f"G = {config.group_size} (every group enumerated)")
+        print(
+            f"toy {result['toy']}: V@3 = {result['v_at_k']:.6f}, ||grad|| = {result['grad_norm']:.6f}, "
+            f"G = {config.group_size} (every group enumerated)"
+        )
         print(f"{'method':<20}{'unbiased?':>10}{'rel. error':>13}{'cosine':>9}{'variance':>11}  verdict")
         for r in rows:
             verdict = "exact" if r["relative_error"] <= config.tolerance else "biased"
             if not r["ok"]:
                 verdict = "FAILED (registered unbiased)"
-            print(f"{r['method']:<20}{'yes' if r['registered_unbiased'] else 'no':>10}"
-                  f"{r['relative_error']:>13.3e}{r['cosine']:>9.4f}{r['total_variance']:>11.5f}  {verdict}")
+            print(
+                f"{r['method']:<20}{'yes' if r['registered_unbiased'] else 'no':>10}"
+                f"{r['relative_error']:>13.3e}{r['cosine']:>9.4f}{r['total_variance']:>11.5f}  {verdict}"
+            )
     return 0 if result["passed"] else 1
 
 
@@ -116,7 +122,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+        level=logging.DEBUG if debug else logging.INFO,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
     )
     try:
         config = tyro.extras.subcommand_cli_from_dict(
