@@ -66,6 +66,9 @@ class EstimatorMoments:
     """(D,) variance of each coordinate of the estimate."""
     num_groups: int | None
     """Groups sampled, or None when the moments are exact (enumerated)."""
+    touch_counts: Tensor | None = None
+    """(D,) sampled groups whose estimate is non-zero on each coordinate; None when exact.
+    A standard error from a handful of touches is unreliable, so z-scores should skip those."""
 
     @property
     def total_variance(self) -> float:
@@ -186,9 +189,10 @@ def sampled_estimator_moments(
     """
     if num_groups < 2:
         raise InvalidInputError(f"num_groups must be >= 2 to estimate a variance, got {num_groups}")
-    total = torch.zeros(toy.num_params, dtype=torch.float64)
-    total_sq = torch.zeros(toy.num_params, dtype=torch.float64)
-    shift = true_gradient(toy)  # centring first keeps the sum of squares well conditioned
+    mean = torch.zeros(toy.num_params, dtype=torch.float64)
+    sum_sq_dev = torch.zeros(toy.num_params, dtype=torch.float64)  # sum of squared deviations (M2)
+    touch_counts = torch.zeros(toy.num_params, dtype=torch.long)
+    seen = 0
     for start in range(0, num_groups, chunk):
         size = min(chunk, num_groups - start)
         contexts = torch.multinomial(toy.context_probs, size, replacement=True, generator=generator)
@@ -199,12 +203,15 @@ def sampled_estimator_moments(
             table = toy.tables[c]
             idx = torch.multinomial(table.probs, count * group_size, replacement=True, generator=generator)
             est = group_estimates(toy, table, idx.view(count, group_size), method, scale_by_std=scale_by_std)
-            est -= shift
-            total += est.sum(dim=0)
-            total_sq += est.square().sum(dim=0)
-    mean = total / num_groups
-    variance = (total_sq - num_groups * mean.square()) / (num_groups - 1)
-    return EstimatorMoments(mean + shift, variance.clamp(min=0), num_groups)
+            # Chan et al.'s pairwise update: stable, and a coordinate no group touched stays exactly 0.
+            batch_mean = est.mean(dim=0)
+            delta = batch_mean - mean
+            total = seen + count
+            mean += delta * (count / total)
+            sum_sq_dev += (est - batch_mean).square().sum(dim=0) + delta.square() * (seen * count / total)
+            touch_counts += (est != 0).sum(dim=0)
+            seen = total
+    return EstimatorMoments(mean, sum_sq_dev / (num_groups - 1), num_groups, touch_counts)
 
 
 def relative_error(estimate: Tensor, truth: Tensor) -> float:
