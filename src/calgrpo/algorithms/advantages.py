@@ -123,32 +123,28 @@ def validate_attempt_table(rewards: Tensor, attempted: Tensor) -> None:
         raise InvalidInputError(
             f"G = {group_size} trajectories per prompt; leave-one-out baselines need G >= 2"
         )
-    _raise_at_first(
-        (rewards != 0) & (rewards != 1), "rewards must be 0 or 1", lambda idx: f"got {rewards[idx].item()}"
-    )
-    _raise_at_first(
-        ~attempted[..., 0], "empty trajectory: every trajectory must make attempt 1", lambda idx: ""
-    )
-    _raise_at_first(
-        (rewards != 0) & ~attempted, "reward 1 on an attempt that was not generated", lambda idx: ""
-    )
+    not_binary = (rewards != 0) & (rewards != 1)
+    _raise_at_first(not_binary, "rewards must be 0 or 1", show=rewards)
+    _raise_at_first(~attempted[..., 0], "empty trajectory: every trajectory must make attempt 1")
+    _raise_at_first((rewards != 0) & ~attempted, "reward 1 on an attempt that was not generated")
+    # The two checks below compare attempt k+1 (slice 1:) with attempt k, hence attempt_offset=2.
     hole = attempted[..., 1:] & ~attempted[..., :-1]
-    _raise_at_first(hole, "attempt made although the attempt before it was not", lambda idx: "", 2)
+    _raise_at_first(hole, "attempt made although the attempt before it was not", attempt_offset=2)
     solved_before = torch.cummax(rewards != 0, dim=-1).values[..., :-1]
-    _raise_at_first(
-        attempted[..., 1:] & solved_before, "attempt made after a verified success", lambda idx: "", 2
-    )
+    after_success = attempted[..., 1:] & solved_before
+    _raise_at_first(after_success, "attempt made after a verified success", attempt_offset=2)
 
 
-def _raise_at_first(bad: Tensor, what: str, detail: Callable[[tuple], str], first_attempt: int = 1) -> None:
+def _raise_at_first(bad: Tensor, what: str, *, show: Tensor | None = None, attempt_offset: int = 1) -> None:
+    """Raise naming the first True position of ``bad`` (P, G[, K]), and ``show``'s value there."""
     if not bool(bad.any()):
         return
     idx = tuple(int(i) for i in bad.nonzero()[0])
     where = f"prompt {idx[0]}, trajectory {idx[1]}"
     if len(idx) == 3:
-        where += f", attempt {idx[2] + first_attempt} (1-based)"
-    extra = detail(idx)
-    raise InvalidInputError(f"{what} (first at {where}{'; ' + extra if extra else ''})")
+        where += f", attempt {idx[2] + attempt_offset} (1-based)"
+    value = f"; got {show[idx].item()}" if show is not None else ""
+    raise InvalidInputError(f"{what} (first at {where}{value})")
 
 
 def trajectory_success(rewards: Tensor) -> Tensor:
