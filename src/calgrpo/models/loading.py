@@ -1,0 +1,96 @@
+"""Load a policy (causal LM + tokenizer) from a Hugging Face id, a local folder or an s3:// prefix.
+
+``s3://bucket/prefix`` folders are downloaded once into a cache keyed by the URI and the objects'
+ETags, so a changed model is fetched again and an unchanged one is not. Endpoint, region and
+credentials come from the standard AWS environment/config (``AWS_ENDPOINT_URL`` for a local S3).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from calgrpo.errors import InvalidInputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Policy:
+    """A loaded causal LM, its tokenizer, and where they came from."""
+
+    model: Any
+    tokenizer: Any
+    source: str
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("CALGRPO_CACHE", Path.home() / ".cache" / "calgrpo"))
+
+
+def resolve_model_folder(uri: str, cache_dir: Path | None = None) -> str:
+    """A local folder (for s3:// and local URIs) or the hub id unchanged."""
+    if uri.startswith("s3://"):
+        return str(download_s3_folder(uri, cache_dir or default_cache_dir() / "models"))
+    path = Path(uri).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise InvalidInputError(f"model folder {uri} has no config.json; save it with save_pretrained")
+        return str(path)
+    if uri.startswith((".", "/", "~")):
+        raise InvalidInputError(f"model folder {uri} does not exist")
+    return uri  # a hub id such as "Qwen/Qwen2.5-0.5B-Instruct"
+
+
+def load_policy(
+    uri: str, *, dtype: torch.dtype = torch.float32, device: str = "cpu", cache_dir: Path | None = None
+) -> Policy:
+    """Load model and tokenizer from ``uri`` (hub id, local folder or s3:// prefix)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = resolve_model_folder(uri, cache_dir)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token  # decoder-only models often ship without one
+    if tokenizer.chat_template is None:
+        raise InvalidInputError(f"tokenizer of {uri} has no chat template; attempts are laid out with one")
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device)
+    return Policy(model=model, tokenizer=tokenizer, source=uri)
+
+
+def download_s3_folder(uri: str, cache_root: Path) -> Path:
+    """Download every object under ``s3://bucket/prefix/`` into the cache; returns the local folder."""
+    import boto3
+
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
+    if not bucket:
+        raise InvalidInputError(f"s3 URI {uri!r} has no bucket; expected s3://bucket/prefix")
+    prefix = prefix.rstrip("/") + "/" if prefix else ""
+    client = boto3.client("s3")
+    objects = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        objects.extend(page.get("Contents", []))
+    if not objects:
+        raise InvalidInputError(f"no objects under {uri}")
+    fingerprint = hashlib.sha256(
+        (uri + "".join(f"{o['Key']}:{o['ETag']}" for o in sorted(objects, key=lambda o: o["Key"]))).encode()
+    ).hexdigest()[:16]
+    target = cache_root / fingerprint
+    if (target / ".complete").exists():
+        return target
+    for obj in objects:
+        relative = obj["Key"][len(prefix) :]
+        if not relative or relative.endswith("/"):
+            continue
+        local = target / relative
+        local.parent.mkdir(parents=True, exist_ok=True)
+        client.download_file(bucket, obj["Key"], str(local))
+    (target / ".complete").write_text(uri + "\n")  # written last: a partial download is fetched again
+    log.info("downloaded %s to %s", uri, target)
+    return target

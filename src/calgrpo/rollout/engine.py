@@ -1,0 +1,113 @@
+"""The rollout engine interface: batched sampling over growing conversations.
+
+A session holds a batch of token sequences that grow turn by turn. The multi-attempt loop appends
+context tokens (prompt, feedback), asks for one attempt per live row, and drops rows as they are
+solved. Engines may keep per-row state between calls (the transformers engine keeps the KV cache;
+vLLM reuses prefixes through its own cache), so the history is not re-encoded for every attempt.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from calgrpo.errors import ConfigError
+from calgrpo.registry import Registry
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How attempts are sampled."""
+
+    temperature: float = 1.0
+    """Softmax temperature (> 0). Behaviour log-probs are taken at this temperature, and the
+    trainer must score tokens at the same one."""
+    top_p: float = 1.0
+    """Nucleus sampling mass in (0, 1]; below 1 the samples are slightly off-policy."""
+    max_new_tokens: int = 16
+    """Longest attempt in tokens (>= 1)."""
+    greedy: bool = False
+    """Take the most likely token instead of sampling (evaluation)."""
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise ConfigError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One sampled attempt."""
+
+    token_ids: list[int]
+    logprobs: list[float]
+    """Behaviour log-prob of each sampled token (at the sampling temperature, before top-p)."""
+    finish_reason: Literal["stop", "length"]
+
+
+class GenerationSession(ABC):
+    """A batch of conversations living on an engine; rows are numbered 0..num_rows-1."""
+
+    @property
+    @abstractmethod
+    def num_rows(self) -> int: ...
+
+    @abstractmethod
+    def append(self, suffixes: list[list[int]]) -> None:
+        """Append context tokens to every row (one list per row, possibly empty)."""
+
+    @abstractmethod
+    def generate(self, params: SamplingParams, generator: torch.Generator) -> list[Generation]:
+        """Sample one continuation per row; it becomes part of that row's conversation."""
+
+    @abstractmethod
+    def keep(self, rows: list[int]) -> None:
+        """Keep only ``rows`` (in that order) and renumber them 0..len(rows)-1."""
+
+
+class RolloutEngine(ABC):
+    """Something that can open generation sessions for a policy."""
+
+    @abstractmethod
+    def open_session(self, contexts: list[list[int]]) -> GenerationSession:
+        """A session whose row i starts with ``contexts[i]``."""
+
+
+ENGINES: Registry[type[RolloutEngine]] = Registry("rollout engine")
+
+
+def sample_tokens(
+    logits: torch.Tensor, params: SamplingParams, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample one token per row.
+
+    Args:
+        logits: (B, V) next-token logits.
+
+    Returns:
+        (tokens (B,) long, logprobs (B,) float32): the behaviour log-prob is log softmax(logits / T)
+        at the sampled token. One uniform per row is drawn from ``generator`` whatever the mode, so
+        the random stream does not depend on the values of the logits.
+    """
+    logprobs = torch.log_softmax(logits.float() / params.temperature, dim=-1)
+    uniforms = torch.rand(logits.shape[0], generator=generator, device=generator.device)
+    if params.greedy:
+        tokens = logprobs.argmax(dim=-1)
+    else:
+        probs = logprobs.exp()
+        if params.top_p < 1.0:
+            sorted_probs, order = probs.sort(dim=-1, descending=True)
+            # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
+            outside = sorted_probs.cumsum(-1) - sorted_probs >= params.top_p
+            sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+            probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
+        cdf = probs.cumsum(dim=-1)
+        targets = uniforms.to(cdf.device).unsqueeze(-1) * cdf[:, -1:]
+        tokens = torch.searchsorted(cdf, targets).squeeze(-1).clamp(max=logits.shape[-1] - 1)
+    return tokens, logprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)

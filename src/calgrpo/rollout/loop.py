@@ -1,0 +1,106 @@
+"""The multi-attempt rollout loop (DESIGN section 4).
+
+All live trajectories of all prompts advance together: one batched generate per attempt index,
+verify every attempt, drop the solved trajectories, append feedback to the others, repeat up to K.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+
+from calgrpo.errors import ConfigError
+from calgrpo.progress import progress
+from calgrpo.rollout.chat import ChatLayout
+from calgrpo.rollout.engine import RolloutEngine, SamplingParams
+from calgrpo.rollout.records import AttemptRecord
+from calgrpo.tasks import FeedbackMode, Problem, Task, get_task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """How many attempts and trajectories, and how they are sampled."""
+
+    num_attempts: int = 5
+    """K, attempts per trajectory (>= 1)."""
+    group_size: int = 8
+    """G, trajectories per problem (>= 1; training needs >= 2)."""
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    """Sampling of each attempt."""
+    feedback_mode: FeedbackMode = "detailed"
+    """Feedback the model sees after a failed attempt: ``detailed`` or ``binary``."""
+
+    def __post_init__(self) -> None:
+        if self.num_attempts < 1:
+            raise ConfigError(f"num_attempts must be >= 1, got {self.num_attempts}")
+        if self.group_size < 1:
+            raise ConfigError(f"group_size must be >= 1, got {self.group_size}")
+
+
+def rollout(
+    problems: list[Problem],
+    engine: RolloutEngine,
+    layout: ChatLayout,
+    config: RolloutConfig,
+    generator: torch.Generator,
+    *,
+    policy_version: int = 0,
+    tasks: dict[str, Task] | None = None,
+    show_progress: bool = False,
+) -> list[AttemptRecord]:
+    """Run G multi-attempt episodes per problem; one record per attempt, ordered by attempt index.
+
+    ``generator`` supplies every random draw, so the same seed and inputs give the same records.
+    """
+    tasks = dict(tasks or {})
+    for problem in problems:
+        if problem.task not in tasks:
+            tasks[problem.task] = get_task(problem.task)
+    tokenizer = layout.tokenizer
+    # Row r of the session is trajectory (problem index, sample) = divmod(r, G).
+    owners = [(p, s) for p in range(len(problems)) for s in range(config.group_size)]
+    contexts = [layout.prompt_ids(tasks[problems[p].task].format_prompt(problems[p])) for p, _ in owners]
+    session = engine.open_session(contexts)
+    live = list(range(len(owners)))
+    records: list[AttemptRecord] = []
+    bar = progress(range(1, config.num_attempts + 1), desc="rollout attempts", enabled=show_progress)
+    for attempt in bar:
+        generations = session.generate(config.sampling, generator)
+        keep, feedback_ids = [], []
+        for position, (row, generation) in enumerate(zip(live, generations, strict=True)):
+            p, sample = owners[row]
+            problem, task = problems[p], tasks[problems[p].task]
+            completion = tokenizer.decode(generation.token_ids, skip_special_tokens=True)
+            verdict = task.verify(problem, completion)
+            last = verdict.correct or attempt == config.num_attempts
+            feedback = "" if last else task.feedback(problem, verdict, config.feedback_mode)
+            records.append(
+                AttemptRecord(
+                    problem_id=problem.id,
+                    sample=sample,
+                    attempt=attempt,
+                    context_token_ids=contexts[row],
+                    completion_token_ids=generation.token_ids,
+                    completion_logprobs=generation.logprobs,
+                    completion=completion,
+                    reward=1.0 if verdict.correct else 0.0,
+                    verdict=verdict.detail,
+                    feedback=feedback,
+                    finish_reason=generation.finish_reason,
+                    policy_version=policy_version,
+                )
+            )
+            if not last:
+                keep.append(position)
+                contexts[row] = layout.feedback_ids(feedback, generation.token_ids)
+                feedback_ids.append(contexts[row])
+        live = [live[i] for i in keep]
+        if not live:
+            break
+        session.keep(keep)
+        session.append(feedback_ids)
+    return records

@@ -1,0 +1,73 @@
+"""The attempt row (DESIGN section 3) and its parquet file, ``attempts.parquet``.
+
+One row per generated attempt. A trajectory's full token sequence is the concatenation, over its
+attempts in order, of ``context_token_ids`` then ``completion_token_ids``; so the trainer rebuilds
+exactly what the policy saw without the tokenizer or chat template.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from calgrpo.errors import InvalidInputError
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One attempt of one trajectory."""
+
+    problem_id: str
+    sample: int
+    """Trajectory index within the problem's group, 0..G-1."""
+    attempt: int
+    """1-based attempt number."""
+    context_token_ids: list[int]
+    """Tokens added to the conversation before this attempt: the prompt turn for attempt 1, the end
+    of the previous turn plus the feedback turn afterwards (each ends with the generation prompt)."""
+    completion_token_ids: list[int]
+    """The attempt's sampled tokens (trained on)."""
+    completion_logprobs: list[float]
+    """Behaviour log-prob of each completion token."""
+    completion: str
+    """Decoded completion, special tokens removed."""
+    reward: float
+    """Verdict as a reward: 1.0 verified correct, else 0.0."""
+    verdict: str
+    """The verifier's detail (``correct``, ``higher``, ``invalid``, ...)."""
+    feedback: str
+    """Feedback shown before the next attempt ("" when correct or at the last attempt)."""
+    finish_reason: str
+    """``stop`` (stop token sampled) or ``length`` (max_new_tokens reached)."""
+    policy_version: int
+    """Training step of the policy that generated it."""
+
+
+ATTEMPT_COLUMNS = [f.name for f in fields(AttemptRecord)]
+
+
+def write_attempts(records: list[AttemptRecord], path: str | Path) -> None:
+    """Write ``records`` to a parquet file (directories created)."""
+    import pandas as pd
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame([asdict(r) for r in records], columns=ATTEMPT_COLUMNS)
+    frame.to_parquet(path, index=False)
+
+
+def read_attempts(path: str | Path) -> list[AttemptRecord]:
+    """Read ``attempts.parquet`` back into records, checking the schema."""
+    import pandas as pd
+
+    frame = pd.read_parquet(path)
+    missing = [c for c in ATTEMPT_COLUMNS if c not in frame.columns]
+    if missing:
+        raise InvalidInputError(f"{path} is not an attempts file: missing columns {missing}")
+    records = []
+    for row in frame.to_dict(orient="records"):
+        row["context_token_ids"] = [int(t) for t in row["context_token_ids"]]
+        row["completion_token_ids"] = [int(t) for t in row["completion_token_ids"]]
+        row["completion_logprobs"] = [float(x) for x in row["completion_logprobs"]]
+        records.append(AttemptRecord(**{c: row[c] for c in ATTEMPT_COLUMNS}))
+    return records

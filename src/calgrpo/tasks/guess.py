@@ -1,0 +1,77 @@
+"""The hinted-guessing task (DESIGN section 2, "Synthetic learning task").
+
+A hidden z in {0..N-1}; a visible hint h, uniform; z = h with probability ``hint_prob``, otherwise
+uniform over the other N-1 values. Each attempt names a number; feedback says ``higher`` or
+``lower``. Best possible V@5 for N = 32: 0.5 + 0.5 * 30/31 = 0.984 (try the hint, then binary search
+the consistent range); binary search ignoring the hint 31/32 = 0.969; greedy "hint first, then
+guess the middle of the other side" only 0.863. A learner that values informative failures finds
+the search; one that chases immediate success learns "hint first" and stalls.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+from calgrpo.errors import ConfigError
+from calgrpo.tasks.base import FeedbackMode, Problem, Task, Verdict, register_task
+
+_FIRST_INTEGER = re.compile(r"-?\d+")
+
+
+@register_task
+class GuessTask(Task):
+    """Guess a hidden integer with a noisy hint; feedback is higher/lower."""
+
+    name = "guess"
+    default_max_new_tokens = 3  # "<number> <|end|>" plus one spare
+
+    def __init__(self, num_values: int = 32, hint_prob: float = 0.5):
+        if num_values < 2:
+            raise ConfigError(f"guess task: num_values must be >= 2, got {num_values}")
+        if not 0.0 <= hint_prob <= 1.0:
+            raise ConfigError(f"guess task: hint_prob must be in [0, 1], got {hint_prob}")
+        self.num_values = num_values
+        self.hint_prob = hint_prob
+
+    def generate(self, num_problems: int, seed: int, id_prefix: str = "guess") -> list[Problem]:
+        """``num_problems`` problems drawn with ``random.Random(seed)``; ids ``{id_prefix}-{i}``."""
+        rng = random.Random(seed)
+        problems = []
+        for i in range(num_problems):
+            hint = rng.randrange(self.num_values)
+            if rng.random() < self.hint_prob:
+                z = hint
+            else:
+                z = rng.randrange(self.num_values - 1)
+                z += z >= hint  # uniform over the values other than the hint
+            problems.append(
+                Problem(
+                    id=f"{id_prefix}-{i:06d}",
+                    task=self.name,
+                    prompt=f"guess a number from 0 to {self.num_values - 1} . hint {hint}",
+                    answer=str(z),
+                    meta={"num_values": self.num_values, "hint": hint, "hint_prob": self.hint_prob},
+                )
+            )
+        return problems
+
+    def verify(self, problem: Problem, completion: str) -> Verdict:
+        match = _FIRST_INTEGER.search(completion)
+        if match is None:
+            return Verdict(False, "invalid")
+        guess, z = int(match.group()), int(problem.answer)
+        if guess == z:
+            return Verdict(True, "correct")
+        return Verdict(False, "higher" if z > guess else "lower")
+
+    def feedback(self, problem: Problem, verdict: Verdict, mode: FeedbackMode = "detailed") -> str:
+        if mode == "binary" or verdict.detail not in ("higher", "lower"):
+            return "wrong . say one number" if verdict.detail == "invalid" else "wrong"
+        return verdict.detail
+
+    def sample_texts(self, problems: list[Problem]) -> list[str]:
+        texts = [self.format_prompt(p) for p in problems]
+        texts += ["higher", "lower", "wrong", "wrong . say one number"]
+        texts.append(" ".join(str(v) for v in range(self.num_values)))  # every number is one token
+        return texts

@@ -1,0 +1,1 @@
+"""Training: batches from attempt records, the CAL-GRPO trainer, checkpoints."""
