@@ -1,9 +1,11 @@
-"""Shared test set-up: markers that need hardware skip themselves with a reason."""
+"""Shared test set-up: GPU tests skip with a reason on CPU; a session-wide tiny policy on disk."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+
+from tests.helpers import tiny_guess_policy
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -13,3 +15,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def tiny_policy_folder(tmp_path_factory: pytest.TempPathFactory):
+    """Folder of a tiny guess-task policy (8 numbers), built once per session."""
+    folder = tmp_path_factory.mktemp("tiny_policy")
+    tiny_guess_policy(folder)
+    return folder
+
+
+@pytest.fixture
+def tiny_policy(tiny_policy_folder):
+    """A fresh copy of the tiny policy, loaded through load_policy (tests may train it)."""
+    from calgrpo.models.loading import load_policy
+
+    policy = load_policy(str(tiny_policy_folder))
+    policy.model.eval()
+    return policy

@@ -11,12 +11,16 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import tyro
 
 from calgrpo.errors import CalgrpoError, ConfigError, UnknownNameError
+from calgrpo.learn import LearnConfig
+from calgrpo.rollout.config import RolloutConfig
+from calgrpo.train.config import TrainConfig
 
 log = logging.getLogger("calgrpo")
 
@@ -112,8 +116,180 @@ def run_check_estimator(config: CheckEstimatorConfig) -> int:
     return 0 if result["passed"] else 1
 
 
+@dataclass(frozen=True)
+class ProblemsCommand:
+    """Generate a problems.parquet for a synthetic task (seeded)."""
+
+    output: Path
+    """Where to write problems.parquet."""
+    task: str = "guess"
+    """Synthetic task type."""
+    num_problems: int = 64
+    """How many problems."""
+    num_values: int = 32
+    """guess: N, the numbers 0..N-1."""
+    hint_prob: float = 0.5
+    """guess: probability that the hint is the hidden number."""
+    seed: int = 0
+    """Generator seed."""
+    id_prefix: str = "guess"
+    """Problem ids are PREFIX-000000, PREFIX-000001, ..."""
+
+
+@dataclass(frozen=True)
+class RolloutCommand:
+    """Run the multi-attempt rollout: G episodes of up to K attempts per problem, with verifier feedback.
+
+    Writes attempts.parquet, one row per attempt (token ids, behaviour log-probs, verdict, feedback).
+    """
+
+    problems: Path
+    """problems.parquet to solve."""
+    model: str
+    """Policy: hub id, local folder or s3:// prefix."""
+    output: Path
+    """Where to write attempts.parquet."""
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    """Attempts K, group size G, sampling."""
+    seed: int = 0
+    """Seed of every sampling draw (same seed, same attempts)."""
+    policy_version: int = 0
+    """Recorded in each row: the training step of this policy."""
+    reuse_cache: bool = True
+    """Keep the KV cache across attempts instead of re-encoding the history."""
+    threads: int | None = None
+    """CPU threads for torch (default: torch's choice)."""
+
+
+@dataclass(frozen=True)
+class TrainCommand:
+    """Train the policy on one rollout batch (attempts.parquet) with CAL-GRPO.
+
+    Writes OUTPUT/model (loadable by rollout), OUTPUT/trainer.pt (optimizer and scheduler, for
+    --resume-from in the next round), metrics.json, and a manifest written last.
+    """
+
+    attempts: Path
+    """attempts.parquet from the rollout."""
+    model: str
+    """Policy that generated the attempts: hub id, local folder or s3:// prefix."""
+    output: Path
+    """Output folder."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Optimisation settings."""
+    resume_from: Path | None = None
+    """A previous train output whose optimizer/scheduler state to continue."""
+    num_attempts: int | None = None
+    """K; default: the largest attempt number in the file."""
+    seed: int = 0
+    """Seed of the minibatch order."""
+    threads: int | None = None
+    """CPU threads for torch (default: torch's choice)."""
+
+
+def run_problems(config: ProblemsCommand) -> int:
+    from calgrpo.io import write_problems
+    from calgrpo.tasks import get_task
+
+    task = get_task(config.task, num_values=config.num_values, hint_prob=config.hint_prob)
+    problems = task.generate(config.num_problems, config.seed, id_prefix=config.id_prefix)
+    write_problems(problems, config.output)
+    print(json.dumps({"problems": len(problems), "output": str(config.output)}))
+    return 0
+
+
+def run_rollout_command(config: RolloutCommand) -> int:
+    import torch
+
+    from calgrpo.io import read_problems
+    from calgrpo.metrics import verification_at_k
+    from calgrpo.models.loading import load_policy
+    from calgrpo.rollout.chat import ChatLayout
+    from calgrpo.rollout.hf_engine import TransformersEngine
+    from calgrpo.rollout.loop import rollout
+    from calgrpo.rollout.records import write_attempts
+
+    _set_threads(config.threads)
+    problems = read_problems(config.problems)
+    policy = load_policy(config.model)
+    policy.model.eval()
+    layout = ChatLayout(policy.tokenizer)
+    engine = TransformersEngine(
+        policy.model, policy.tokenizer.pad_token_id, layout.stop_token_ids, config.reuse_cache
+    )
+    records = rollout(
+        problems,
+        engine,
+        layout,
+        config.rollout,
+        torch.Generator().manual_seed(config.seed),
+        policy_version=config.policy_version,
+        show_progress=True,
+    )
+    write_attempts(records, config.output)
+    result = {"attempts": len(records), "output": str(config.output)}
+    result.update(verification_at_k(records, config.rollout.num_attempts))
+    print(json.dumps(result))
+    return 0
+
+
+def run_train_command(config: TrainCommand) -> int:
+    import torch
+
+    from calgrpo.models.loading import load_policy
+    from calgrpo.rollout.records import read_attempts
+    from calgrpo.train.batch import build_batch
+    from calgrpo.train.checkpoint import save_checkpoint
+    from calgrpo.train.trainer import Trainer
+
+    _set_threads(config.threads)
+    records = read_attempts(config.attempts)
+    num_attempts = config.num_attempts or max(r.attempt for r in records)
+    policy = load_policy(config.model)
+    trainer = Trainer(policy.model, config.train)
+    if config.resume_from is not None:
+        trainer.load_state_dict(torch.load(Path(config.resume_from) / "trainer.pt", weights_only=False))
+    batch = build_batch(records, num_attempts, policy.tokenizer.pad_token_id)
+    metrics = trainer.train_on(batch, torch.Generator().manual_seed(config.seed))
+    save_checkpoint(
+        Path(config.output),
+        model=policy.model,
+        tokenizer=policy.tokenizer,
+        trainer_state=trainer.state_dict(),
+        state={"metrics": metrics, "source_model": config.model},
+    )
+    print(json.dumps(metrics))
+    return 0
+
+
+def run_learn_command(config: LearnConfig) -> int:
+    from calgrpo.learn import run_learn
+
+    summary = run_learn(config)
+    if config.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    keys = [k for k in summary["before"] if k.startswith("eval/v@")]
+    print(f"{'':<8}" + "".join(f"{k.removeprefix('eval/'):>8}" for k in keys))
+    for label in ("before", "after"):
+        print(f"{label:<8}" + "".join(f"{summary[label][k]:>8.3f}" for k in keys))
+    print(f"final model: {summary['model']}")
+    return 0
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 COMMANDS: dict[str, tuple[type, Callable[[Any], int]]] = {
     "check-estimator": (CheckEstimatorConfig, run_check_estimator),
+    "problems": (ProblemsCommand, run_problems),
+    "rollout": (RolloutCommand, run_rollout_command),
+    "train": (TrainCommand, run_train_command),
+    "learn": (LearnConfig, run_learn_command),
 }
 
 

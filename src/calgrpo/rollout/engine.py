@@ -14,31 +14,8 @@ from typing import Literal
 
 import torch
 
-from calgrpo.errors import ConfigError
 from calgrpo.registry import Registry
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """How attempts are sampled."""
-
-    temperature: float = 1.0
-    """Softmax temperature (> 0). Behaviour log-probs are taken at this temperature, and the
-    trainer must score tokens at the same one."""
-    top_p: float = 1.0
-    """Nucleus sampling mass in (0, 1]; below 1 the samples are slightly off-policy."""
-    max_new_tokens: int = 16
-    """Longest attempt in tokens (>= 1)."""
-    greedy: bool = False
-    """Take the most likely token instead of sampling (evaluation)."""
-
-    def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise ConfigError(f"temperature must be > 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.max_new_tokens < 1:
-            raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+from calgrpo.rollout.config import SamplingParams
 
 
 @dataclass(frozen=True)

@@ -7,38 +7,17 @@ verify every attempt, drop the solved trajectories, append feedback to the other
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 
 import torch
 
-from calgrpo.errors import ConfigError
 from calgrpo.progress import progress
 from calgrpo.rollout.chat import ChatLayout
-from calgrpo.rollout.engine import RolloutEngine, SamplingParams
+from calgrpo.rollout.config import RolloutConfig
+from calgrpo.rollout.engine import RolloutEngine
 from calgrpo.rollout.records import AttemptRecord
-from calgrpo.tasks import FeedbackMode, Problem, Task, get_task
+from calgrpo.tasks import Problem, Task, get_task
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RolloutConfig:
-    """How many attempts and trajectories, and how they are sampled."""
-
-    num_attempts: int = 5
-    """K, attempts per trajectory (>= 1)."""
-    group_size: int = 8
-    """G, trajectories per problem (>= 1; training needs >= 2)."""
-    sampling: SamplingParams = field(default_factory=SamplingParams)
-    """Sampling of each attempt."""
-    feedback_mode: FeedbackMode = "detailed"
-    """Feedback the model sees after a failed attempt: ``detailed`` or ``binary``."""
-
-    def __post_init__(self) -> None:
-        if self.num_attempts < 1:
-            raise ConfigError(f"num_attempts must be >= 1, got {self.num_attempts}")
-        if self.group_size < 1:
-            raise ConfigError(f"group_size must be >= 1, got {self.group_size}")
 
 
 def rollout(

@@ -25,11 +25,8 @@ def checkpoint_folder(root: Path, round_index: int) -> Path:
     return root / f"round_{round_index:06d}"
 
 
-def save_checkpoint(
-    root: Path, round_index: int, *, model, tokenizer, trainer_state: dict, state: dict[str, Any]
-) -> Path:
-    """Write a complete checkpoint for ``round_index`` (rounds done so far); returns its folder."""
-    folder = checkpoint_folder(root, round_index)
+def save_checkpoint(folder: Path, *, model, tokenizer, trainer_state: dict, state: dict[str, Any]) -> Path:
+    """Write a complete checkpoint into ``folder`` (replacing what is there); returns the folder."""
     if folder.exists():
         shutil.rmtree(folder)  # a leftover from a crash: never mix two writes in one folder
     folder.mkdir(parents=True)
@@ -40,7 +37,7 @@ def save_checkpoint(
         {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()},
         folder / "rng.pt",
     )
-    (folder / "state.json").write_text(json.dumps({"round": round_index, **state}, indent=1, sort_keys=True))
+    (folder / "state.json").write_text(json.dumps(state, indent=1, sort_keys=True))
     write_manifest(folder)
     return folder
 

@@ -1,0 +1,187 @@
+"""The state and steps of a ``calgrpo learn`` run (configuration in :mod:`calgrpo.learn`)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from calgrpo.errors import ConfigError
+from calgrpo.learn import LearnConfig
+from calgrpo.metrics import verification_at_k
+from calgrpo.models.loading import Policy, load_policy
+from calgrpo.models.tiny import save_tiny_policy
+from calgrpo.progress import progress
+from calgrpo.rollout.chat import ChatLayout
+from calgrpo.rollout.hf_engine import TransformersEngine
+from calgrpo.rollout.loop import rollout
+from calgrpo.seeding import derive_seed, generator_for
+from calgrpo.train.batch import build_batch
+from calgrpo.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from calgrpo.train.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+
+class LearnLoop:
+    """State of one ``learn`` run: policy, trainer, task, evaluation set, run folder."""
+
+    def __init__(self, config: LearnConfig):
+        from calgrpo.tasks import get_task
+
+        self.config = config
+        self.output = Path(config.output)
+        self.output.mkdir(parents=True, exist_ok=True)
+        self.metrics_path = self.output / "metrics.jsonl"
+        self.checkpoints = self.output / "checkpoints"
+        self.task = get_task(config.task, num_values=config.num_values, hint_prob=config.hint_prob)
+        self.eval_set = self.task.generate(
+            config.eval_problems, derive_seed(config.seed, "eval"), id_prefix="eval"
+        )
+        self.policy = self._load_initial_policy()
+        self.layout = ChatLayout(self.policy.tokenizer)
+        self.engine = TransformersEngine(
+            self.policy.model,
+            self.policy.tokenizer.pad_token_id,
+            self.layout.stop_token_ids,
+            config.reuse_cache,
+        )
+        ref_model = copy.deepcopy(self.policy.model).eval() if config.train.kl_coef > 0 else None
+        self.trainer = Trainer(self.policy.model, config.train, ref_model=ref_model)
+
+    def _load_initial_policy(self) -> Policy:
+        config = self.config
+        uri = config.model
+        if uri.startswith("tiny:"):
+            architecture = uri.removeprefix("tiny:")
+            if architecture not in ("llama", "qwen2"):
+                raise ConfigError(f"--model {uri}: tiny models are tiny:llama or tiny:qwen2")
+            tiny = dataclasses.replace(config.tiny, architecture=architecture)
+            texts = self.task.sample_texts(self.task.generate(512, derive_seed(config.seed, "vocab")))
+            uri = str(save_tiny_policy(tiny, texts, self.output / "initial_model"))
+        return load_policy(uri)
+
+    def evaluate(self, label: str) -> dict[str, float]:
+        """V@1..V@K on the fixed evaluation set (same seed every time, so curves are comparable)."""
+        config = self.config
+        eval_rollout = dataclasses.replace(config.rollout, group_size=config.eval_samples)
+        self.policy.model.eval()
+        records = rollout(
+            self.eval_set,
+            self.engine,
+            self.layout,
+            eval_rollout,
+            generator_for(config.seed, "eval-rollout"),
+            policy_version=self.trainer.step,
+            tasks={self.task.name: self.task},
+        )
+        result = verification_at_k(records, config.rollout.num_attempts)
+        log.info("eval %s: %s", label, ", ".join(f"{k}={v:.3f}" for k, v in result.items()))
+        return {f"eval/{k}": v for k, v in result.items()}
+
+    def run(self) -> dict[str, Any]:
+        config = self.config
+        start_round, before = self._resume_or_start()
+        num_attempts = config.rollout.num_attempts
+        bar = progress(
+            range(start_round, config.rounds),
+            desc="learn rounds",
+            total=config.rounds - start_round,
+            enabled=config.show_progress,
+        )
+        for round_index in bar:
+            started = time.perf_counter()
+            problems = self.task.generate(
+                config.prompts_per_round,
+                derive_seed(config.seed, "problems", round_index),
+                id_prefix=f"r{round_index}",
+            )
+            self.policy.model.eval()
+            records = rollout(
+                problems,
+                self.engine,
+                self.layout,
+                config.rollout,
+                generator_for(config.seed, "rollout", round_index),
+                policy_version=self.trainer.step,
+                tasks={self.task.name: self.task},
+            )
+            rollout_s = time.perf_counter() - started
+            batch = build_batch(records, num_attempts, self.policy.tokenizer.pad_token_id)
+            metrics = self.trainer.train_on(batch, generator_for(config.seed, "minibatches", round_index))
+            done = round_index + 1
+            metrics.update(
+                {
+                    "round": done,
+                    "time/rollout_s": rollout_s,
+                    "time/train_s": time.perf_counter() - started - rollout_s,
+                }
+            )
+            if config.eval_every and done % config.eval_every == 0 and done < config.rounds:
+                metrics.update(self.evaluate(f"round {done}"))
+            append_jsonl(self.metrics_path, metrics)
+            if config.checkpoint_every and done % config.checkpoint_every == 0 and done < config.rounds:
+                self._checkpoint(done, before)
+        after = self.evaluate("after")
+        append_jsonl(self.metrics_path, {"round": config.rounds, **after})
+        self._checkpoint(config.rounds, before)
+        final = self.output / "model"
+        self.policy.model.save_pretrained(final)
+        self.policy.tokenizer.save_pretrained(final)
+        summary = {
+            "config": config_to_json(config),
+            "before": before,
+            "after": after,
+            "optimizer_steps": self.trainer.step,
+            "model": str(final),
+        }
+        (self.output / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+        return summary
+
+    def _resume_or_start(self) -> tuple[int, dict[str, float]]:
+        if self.config.resume:
+            folder = latest_checkpoint(self.checkpoints)
+            if folder is not None:
+                trainer_state, state = load_checkpoint(folder, self.policy.model)
+                self.trainer.load_state_dict(trainer_state)
+                truncate_jsonl(self.metrics_path, state["round"])
+                log.info("resumed from %s (round %d)", folder, state["round"])
+                return state["round"], state["before"]
+            log.info("no complete checkpoint in %s; starting from scratch", self.checkpoints)
+        if self.metrics_path.exists():
+            self.metrics_path.unlink()
+        before = self.evaluate("before")
+        append_jsonl(self.metrics_path, {"round": 0, **before})
+        return 0, before
+
+    def _checkpoint(self, done: int, before: dict[str, float]) -> None:
+        save_checkpoint(
+            self.checkpoints,
+            done,
+            model=self.policy.model,
+            tokenizer=self.policy.tokenizer,
+            trainer_state=self.trainer.state_dict(),
+            state={"before": before, "config": config_to_json(self.config)},
+        )
+
+
+def config_to_json(config: LearnConfig) -> dict[str, Any]:
+    return json.loads(json.dumps(dataclasses.asdict(config), default=str))
+
+
+def append_jsonl(path: Path, row: dict[str, Any]) -> None:
+    with open(path, "a") as handle:
+        handle.write(json.dumps(row, sort_keys=True) + "\n")
+
+
+def truncate_jsonl(path: Path, keep_round: int) -> None:
+    """Drop logged rows of rounds after ``keep_round`` (they are redone after a resume)."""
+    if not path.exists():
+        return
+    rows = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = [line for line in rows if json.loads(line).get("round", 0) <= keep_round]
+    path.write_text("".join(line + "\n" for line in kept))

@@ -1,0 +1,1 @@
+"""Multi-attempt rollout: chat layout, engines, the attempt loop, attempt records."""

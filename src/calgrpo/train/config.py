@@ -1,0 +1,60 @@
+"""Trainer configuration; importable without torch. The method name is checked by the Trainer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from calgrpo.algorithms.loss_config import PolicyLossConfig
+from calgrpo.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation of the policy on each rollout batch."""
+
+    method: str = "cal"
+    """Advantage method (``cal``, ``trajectory``, ``naive``, ``single``, ``cal_inclusive``,
+    ``cal_singleton_zero`` or one registered later)."""
+    scale_by_std: bool = False
+    """Divide each prompt's advantages by the std of its group's outcomes (GRPO's scale)."""
+    learning_rate: float = 1e-3
+    """AdamW learning rate (> 0)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay (>= 0)."""
+    warmup_steps: int = 0
+    """Optimizer steps of linear learning-rate warm-up (>= 0)."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping threshold on the global norm (> 0)."""
+    ppo_epochs: int = 1
+    """Passes over each rollout batch (>= 1); later passes are off-policy and rely on clipping."""
+    minibatches: int = 1
+    """Optimizer steps per pass; the batch's prompts are split evenly (>= 1)."""
+    micro_batch_size: int = 64
+    """Trajectories per forward/backward; gradients accumulate over them (>= 1)."""
+    clip_low: float = 0.2
+    """PPO ratio clip below 1 - clip_low."""
+    clip_high: float = 0.2
+    """PPO ratio clip above 1 + clip_high."""
+    kl_coef: float = 0.0
+    """Weight of the k3 KL to the initial policy (0 turns it off and keeps no reference copy)."""
+    entropy_coef: float = 0.0
+    """Weight of an entropy bonus on attempt tokens (>= 0); biases the gradient, fights collapse."""
+    temperature: float = 1.0
+    """Temperature at which tokens are scored; must equal the sampling temperature."""
+
+    def __post_init__(self) -> None:
+        checks = {
+            "learning_rate": self.learning_rate > 0,
+            "weight_decay": self.weight_decay >= 0,
+            "warmup_steps": self.warmup_steps >= 0,
+            "max_grad_norm": self.max_grad_norm > 0,
+            "ppo_epochs": self.ppo_epochs >= 1,
+            "minibatches": self.minibatches >= 1,
+            "micro_batch_size": self.micro_batch_size >= 1,
+            "entropy_coef": self.entropy_coef >= 0,
+            "temperature": self.temperature > 0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ConfigError(f"train: {name} = {getattr(self, name)} is out of range (see --help)")
+        PolicyLossConfig(self.clip_low, self.clip_high, self.kl_coef)  # validates the clip/KL fields

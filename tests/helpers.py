@@ -1,0 +1,20 @@
+"""Shared builders for tests: a tiny policy saved to disk and loaded back through the real loader."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from calgrpo.models.config import TinyModelConfig
+from calgrpo.models.loading import Policy, load_policy
+from calgrpo.models.tiny import save_tiny_policy
+from calgrpo.tasks import get_task
+
+
+def tiny_guess_policy(folder: Path, num_values: int = 8, seed: int = 0, architecture: str = "llama") -> Policy:
+    """A 2-layer, width-32 model for the guess task with ``num_values`` numbers, via save + load."""
+    task = get_task("guess", num_values=num_values)
+    texts = task.sample_texts(task.generate(64, seed=seed))
+    config = TinyModelConfig(architecture=architecture, hidden_size=32, num_layers=2, num_heads=4,
+                             intermediate_size=64, seed=seed)
+    save_tiny_policy(config, texts, folder)
+    return load_policy(str(folder))

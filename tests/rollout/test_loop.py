@@ -1,0 +1,96 @@
+"""The multi-attempt loop: stops at success, feeds feedback back, writes the attempt schema, reproducible."""
+
+from __future__ import annotations
+
+import zlib
+
+import pytest
+import torch
+
+from calgrpo.rollout.chat import ChatLayout
+from calgrpo.rollout.config import RolloutConfig, SamplingParams
+from calgrpo.rollout.hf_engine import TransformersEngine
+from calgrpo.rollout.loop import rollout
+from calgrpo.rollout.records import ATTEMPT_COLUMNS, read_attempts, write_attempts
+from calgrpo.tasks import Problem, Task, Verdict
+
+
+class CoinTask(Task):
+    """Test task: answer "yes" is solved by any attempt, "no" never; "coin" by a hash of the text."""
+
+    name = "coin"
+
+    def verify(self, problem: Problem, completion: str) -> Verdict:
+        if problem.answer == "coin":
+            return Verdict(zlib.crc32(completion.encode()) % 3 == 0, "coin")
+        return Verdict(problem.answer == "yes", "fixed")
+
+    def feedback(self, problem: Problem, verdict: Verdict, mode="detailed") -> str:
+        return "lower" if mode == "detailed" else "wrong"
+
+
+def _run(policy, problems, seed=0, config=None):
+    layout = ChatLayout(policy.tokenizer)
+    engine = TransformersEngine(policy.model, policy.tokenizer.pad_token_id, layout.stop_token_ids)
+    config = config or RolloutConfig(num_attempts=4, group_size=3, sampling=SamplingParams(max_new_tokens=3))
+    records = rollout(problems, engine, layout, config, torch.Generator().manual_seed(seed),
+                      policy_version=7, tasks={"coin": CoinTask()})
+    return records, layout
+
+
+PROBLEMS = [
+    Problem(id="solved", task="coin", prompt="hint 1", answer="yes"),
+    Problem(id="never", task="coin", prompt="hint 2", answer="no"),
+    Problem(id="coin", task="coin", prompt="hint 3", answer="coin"),
+]
+
+
+def test_rollout_stops_at_success_and_runs_to_k_otherwise(tiny_policy) -> None:
+    records, _ = _run(tiny_policy, PROBLEMS)
+    by_problem = {p.id: [r for r in records if r.problem_id == p.id] for p in PROBLEMS}
+    assert sorted((r.sample, r.attempt) for r in by_problem["solved"]) == [(0, 1), (1, 1), (2, 1)]
+    assert all(r.reward == 1.0 and r.feedback == "" for r in by_problem["solved"])
+    assert len(by_problem["never"]) == 3 * 4
+    for sample in range(3):
+        trajectory = sorted((r for r in records if r.problem_id == "coin" and r.sample == sample),
+                            key=lambda r: r.attempt)
+        assert [r.attempt for r in trajectory] == list(range(1, len(trajectory) + 1))
+        assert all(r.reward == 0.0 for r in trajectory[:-1])
+        assert trajectory[-1].reward == 1.0 or len(trajectory) == 4
+    assert all(r.policy_version == 7 for r in records)
+
+
+def test_rollout_feeds_back_feedback_tokens(tiny_policy) -> None:
+    records, layout = _run(tiny_policy, PROBLEMS[1:2])
+    trajectory = sorted((r for r in records if r.sample == 0), key=lambda r: r.attempt)
+    assert trajectory[0].context_token_ids == layout.prompt_ids("hint 2")
+    for before, after in zip(trajectory, trajectory[1:]):
+        assert before.feedback == "lower"
+        assert after.context_token_ids == layout.feedback_ids("lower", before.completion_token_ids)
+    assert trajectory[-1].feedback == ""  # nothing is shown after the last attempt
+    for record in trajectory:
+        assert len(record.completion_logprobs) == len(record.completion_token_ids) <= 3
+        assert record.finish_reason in ("stop", "length")
+        assert record.completion == layout.tokenizer.decode(record.completion_token_ids, skip_special_tokens=True)
+
+
+def test_rollout_is_reproducible_per_seed(tiny_policy) -> None:
+    first, _ = _run(tiny_policy, PROBLEMS)
+    again, _ = _run(tiny_policy, PROBLEMS)
+    other, _ = _run(tiny_policy, PROBLEMS, seed=1)
+    assert first == again
+    assert [r.completion_token_ids for r in first] != [r.completion_token_ids for r in other]
+
+
+def test_attempts_parquet_roundtrip(tiny_policy, tmp_path) -> None:
+    records, _ = _run(tiny_policy, PROBLEMS)
+    write_attempts(records, tmp_path / "out" / "attempts.parquet")
+    import pandas as pd
+
+    assert list(pd.read_parquet(tmp_path / "out" / "attempts.parquet").columns) == ATTEMPT_COLUMNS
+    back = read_attempts(tmp_path / "out" / "attempts.parquet")
+    assert [r.completion_token_ids for r in back] == [r.completion_token_ids for r in records]
+    assert back[0].completion_logprobs == pytest.approx(records[0].completion_logprobs)
+    assert [(r.problem_id, r.sample, r.attempt, r.reward, r.feedback) for r in back] == [
+        (r.problem_id, r.sample, r.attempt, r.reward, r.feedback) for r in records
+    ]

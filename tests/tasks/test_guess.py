@@ -1,0 +1,64 @@
+"""The guess task: generator, verifier, feedback, problem rows, registry."""
+
+from __future__ import annotations
+
+import pytest
+
+from calgrpo.errors import ConfigError, UnknownNameError
+from calgrpo.tasks import TASKS, Problem, Verdict, get_task
+
+
+def test_guess_generate_is_seeded_and_follows_the_hint_law() -> None:
+    task = get_task("guess", num_values=32, hint_prob=0.5)
+    first, again, other = task.generate(4000, seed=3), task.generate(4000, seed=3), task.generate(4000, seed=4)
+    assert first == again
+    assert first != other
+    hits = sum(p.answer == str(p.meta["hint"]) for p in first)
+    assert abs(hits / 4000 - 0.5) < 0.03  # z = hint with probability hint_prob, never otherwise by chance
+    answers = {int(p.answer) for p in first}
+    assert answers == set(range(32))
+    assert len({p.id for p in first}) == 4000
+
+
+def test_guess_hint_prob_zero_never_uses_the_hint() -> None:
+    problems = get_task("guess", num_values=4, hint_prob=0.0).generate(500, seed=0)
+    assert all(p.answer != str(p.meta["hint"]) for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("completion", "correct", "detail"),
+    [("7", True, "correct"), ("3", False, "higher"), ("12 13", False, "lower"), ("to hint", False, "invalid"),
+     ("", False, "invalid"), (" 7 ", True, "correct")],
+)
+def test_guess_verify(completion: str, correct: bool, detail: str) -> None:
+    task = get_task("guess", num_values=16)
+    problem = Problem(id="p", task="guess", prompt="", answer="7", meta={"hint": 3})
+    assert task.verify(problem, completion) == Verdict(correct, detail)
+
+
+def test_guess_feedback_modes_never_reveal_the_answer() -> None:
+    task = get_task("guess", num_values=16)
+    problem = Problem(id="p", task="guess", prompt="", answer="7")
+    assert task.feedback(problem, Verdict(False, "higher")) == "higher"
+    assert task.feedback(problem, Verdict(False, "lower"), mode="binary") == "wrong"
+    assert "number" in task.feedback(problem, Verdict(False, "invalid"))
+    for detail in ("higher", "lower", "invalid"):
+        assert "7" not in task.feedback(problem, Verdict(False, detail))
+
+
+def test_guess_rejects_bad_parameters() -> None:
+    with pytest.raises(ConfigError, match="num_values"):
+        get_task("guess", num_values=1)
+    with pytest.raises(ConfigError, match="hint_prob"):
+        get_task("guess", hint_prob=1.5)
+
+
+def test_task_registry_lists_choices() -> None:
+    assert "guess" in TASKS
+    with pytest.raises(UnknownNameError, match="valid names: guess"):
+        get_task("gues")
+
+
+def test_problem_row_roundtrip() -> None:
+    problem = get_task("guess").generate(1, seed=0)[0]
+    assert Problem.from_row(problem.to_row()) == problem
