@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -11,7 +12,12 @@ import pytest
 
 def _calgrpo(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "calgrpo.cli", *args], capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-m", "calgrpo.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "COLUMNS": "400"},  # keep tyro's error boxes on one line
     )
 
 

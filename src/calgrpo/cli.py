@@ -265,6 +265,7 @@ def run_train_command(config: TrainCommand) -> int:
 def run_learn_command(config: LearnConfig) -> int:
     from calgrpo.learn import run_learn
 
+    _set_threads(config.threads)
     summary = run_learn(config)
     if config.json:
         print(json.dumps(summary, indent=2))
@@ -302,6 +303,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    # Library progress goes through calgrpo.progress; silence the per-file bars of model loading.
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         config = tyro.extras.subcommand_cli_from_dict(
             {name: cls for name, (cls, _) in COMMANDS.items()}, prog="calgrpo", args=argv

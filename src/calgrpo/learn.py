@@ -68,6 +68,8 @@ class LearnConfig:
     """Progress bar (terminal) or JSON progress lines (pods) on stderr."""
     json: bool = False
     """Print the summary as JSON on stdout instead of a before/after table."""
+    threads: int | None = None
+    """CPU threads for torch (default: torch's choice)."""
 
     def __post_init__(self) -> None:
         for name in ("rounds", "prompts_per_round", "eval_problems", "eval_samples"):

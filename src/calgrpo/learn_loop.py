@@ -21,7 +21,7 @@ from calgrpo.rollout.hf_engine import TransformersEngine
 from calgrpo.rollout.loop import rollout
 from calgrpo.seeding import derive_seed, generator_for
 from calgrpo.train.batch import build_batch
-from calgrpo.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from calgrpo.train.checkpoint import checkpoint_folder, latest_checkpoint, load_checkpoint, save_checkpoint
 from calgrpo.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -160,12 +160,11 @@ class LearnLoop:
 
     def _checkpoint(self, done: int, before: dict[str, float]) -> None:
         save_checkpoint(
-            self.checkpoints,
-            done,
+            checkpoint_folder(self.checkpoints, done),
             model=self.policy.model,
             tokenizer=self.policy.tokenizer,
             trainer_state=self.trainer.state_dict(),
-            state={"before": before, "config": config_to_json(self.config)},
+            state={"round": done, "before": before, "config": config_to_json(self.config)},
         )
 
 

@@ -18,7 +18,7 @@ def test_tiny_policy_roundtrips_through_a_local_folder(tmp_path, tiny_policy_fol
     second = load_policy(str(tmp_path / "copy"))
     for (name, a), (_, b) in zip(first.model.state_dict().items(), second.model.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
-    ids = torch.tensor([second.tokenizer("guess a number from 0 to 7 . hint 3")["input_ids"]])
+    ids = torch.tensor([second.tokenizer("guess 0 to 7 hint 3")["input_ids"]])
     torch.testing.assert_close(first.model(ids).logits, second.model(ids).logits)
 
 

@@ -15,12 +15,12 @@ def test_layout_pieces_concatenate_to_the_rendered_conversation(tiny_policy, sto
     attempts = [tokenizer("3", add_special_tokens=False)["input_ids"], tokenizer("5", add_special_tokens=False)["input_ids"]]
     if stopped:
         attempts = [a + [end] for a in attempts]
-    ids = layout.prompt_ids("guess a number from 0 to 7 . hint 3")
+    ids = layout.prompt_ids("guess 0 to 7 hint 3")
     ids += attempts[0] + layout.feedback_ids("higher", attempts[0])
     ids += attempts[1] + layout.feedback_ids("lower", attempts[1])
     rendered = tokenizer.apply_chat_template(
         [
-            {"role": "user", "content": "guess a number from 0 to 7 . hint 3"},
+            {"role": "user", "content": "guess 0 to 7 hint 3"},
             {"role": "assistant", "content": "3"},
             {"role": "user", "content": "higher"},
             {"role": "assistant", "content": "5"},

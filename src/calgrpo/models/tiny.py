@@ -17,9 +17,11 @@ from calgrpo.models.config import TinyModelConfig
 SPECIAL_TOKENS = ("<|pad|>", "<|unk|>", "<|user|>", "<|assistant|>", "<|system|>", "<|end|>")
 PAD, UNK, END = "<|pad|>", "<|unk|>", "<|end|>"
 
-# Role markers and an end-of-turn token; the assistant's turn ends with <|end|>, its stop token.
+# Compact on purpose (every token costs compute on CPU): a role marker before each message, and the
+# assistant's turn closed by <|end|>, which is also its stop token.
 CHAT_TEMPLATE = (
-    "{% for message in messages %}<|{{ message['role'] }}|> {{ message['content'] }} <|end|> "
+    "{% for message in messages %}<|{{ message['role'] }}|> {{ message['content'] }} "
+    "{% if message['role'] == 'assistant' %}<|end|> {% endif %}"
     "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
 )
 

@@ -24,7 +24,7 @@ class GuessTask(Task):
     """Guess a hidden integer with a noisy hint; feedback is higher/lower."""
 
     name = "guess"
-    default_max_new_tokens = 3  # "<number> <|end|>" plus one spare
+    default_max_new_tokens = 2  # "<number> <|end|>"
 
     def __init__(self, num_values: int = 32, hint_prob: float = 0.5):
         if num_values < 2:
@@ -49,7 +49,7 @@ class GuessTask(Task):
                 Problem(
                     id=f"{id_prefix}-{i:06d}",
                     task=self.name,
-                    prompt=f"guess a number from 0 to {self.num_values - 1} . hint {hint}",
+                    prompt=f"guess 0 to {self.num_values - 1} hint {hint}",
                     answer=str(z),
                     meta={"num_values": self.num_values, "hint": hint, "hint_prob": self.hint_prob},
                 )
