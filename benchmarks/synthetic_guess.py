@@ -14,7 +14,6 @@ a PNG of the curves next to the JSON.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -37,16 +36,31 @@ def learn_config(args: argparse.Namespace, method: str, seed: int):
     return LearnConfig(
         output=args.output / f"{method}_seed{seed}",
         model="tiny:llama",
-        tiny=TinyModelConfig(hidden_size=args.hidden, num_layers=args.layers, num_heads=args.heads,
-                             intermediate_size=4 * args.hidden, seed=seed),
+        tiny=TinyModelConfig(
+            hidden_size=args.hidden,
+            num_layers=args.layers,
+            num_heads=args.heads,
+            intermediate_size=2 * args.hidden,
+            seed=seed,
+        ),
         num_values=args.num_values,
         rounds=args.rounds,
         prompts_per_round=args.prompts,
-        rollout=RolloutConfig(num_attempts=args.attempts, group_size=args.group_size,
-                              sampling=SamplingParams(max_new_tokens=3)),
-        train=TrainConfig(method=method, learning_rate=args.lr, ppo_epochs=args.ppo_epochs,
-                          minibatches=args.minibatches, micro_batch_size=512, warmup_steps=args.warmup,
-                          entropy_coef=args.entropy_coef, clip_high=args.clip_high),
+        rollout=RolloutConfig(
+            num_attempts=args.attempts,
+            group_size=args.group_size,
+            sampling=SamplingParams(max_new_tokens=args.max_new_tokens),
+        ),
+        train=TrainConfig(
+            method=method,
+            learning_rate=args.lr,
+            ppo_epochs=args.ppo_epochs,
+            minibatches=args.minibatches,
+            micro_batch_size=512,
+            warmup_steps=args.warmup,
+            entropy_coef=args.entropy_coef,
+            clip_high=args.clip_high,
+        ),
         eval_every=max(1, args.rounds // args.eval_points),
         eval_problems=args.eval_problems,
         eval_samples=args.eval_samples,
@@ -66,7 +80,9 @@ def run_one(args: argparse.Namespace, method: str, seed: int) -> dict:
     summary = run_learn(config)
     wall = time.perf_counter() - started
     rows = [json.loads(line) for line in (config.output / "metrics.jsonl").read_text().splitlines()]
-    curve = [(row["round"], row[f"eval/v@{args.attempts}"]) for row in rows if f"eval/v@{args.attempts}" in row]
+    curve = [
+        (row["round"], row[f"eval/v@{args.attempts}"]) for row in rows if f"eval/v@{args.attempts}" in row
+    ]
     rollout_s = sum(row.get("time/rollout_s", 0.0) for row in rows)
     train_s = sum(row.get("time/train_s", 0.0) for row in rows)
     after = summary["after"]
@@ -100,7 +116,9 @@ def kv_reuse_timing(args: argparse.Namespace, model_folder: str) -> dict:
     layout = ChatLayout(policy.tokenizer)
     task = get_task("guess", num_values=args.num_values)
     problems = task.generate(64, seed=12345, id_prefix="timing")
-    config = RolloutConfig(num_attempts=args.attempts, group_size=8, sampling=SamplingParams(max_new_tokens=3))
+    config = RolloutConfig(
+        num_attempts=args.attempts, group_size=8, sampling=SamplingParams(max_new_tokens=args.max_new_tokens)
+    )
     result = {}
     for reuse in (True, False, True, False):  # interleaved, best of two
         engine = TransformersEngine(policy.model, policy.tokenizer.pad_token_id, layout.stop_token_ids, reuse)
@@ -126,8 +144,13 @@ def plot(results: list[dict], path: Path, optimum: float) -> None:
         runs = [r for r in results if r["method"] == method]
         for i, run in enumerate(runs):
             rounds, values = zip(*run["curve"], strict=True)
-            ax.plot(rounds, values, color=colors.get(method), alpha=0.8 if len(runs) == 1 else 0.45,
-                    label=method if i == 0 else None)
+            ax.plot(
+                rounds,
+                values,
+                color=colors.get(method),
+                alpha=0.8 if len(runs) == 1 else 0.45,
+                label=method if i == 0 else None,
+            )
     ax.axhline(optimum, color="black", linestyle=":", linewidth=1, label=f"optimum {optimum:.3f}")
     ax.axhline(0.863, color="black", linestyle="--", linewidth=0.8, label="hint then greedy 0.863")
     ax.set_xlabel("round (rollout + train)")
@@ -140,7 +163,9 @@ def plot(results: list[dict], path: Path, optimum: float) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="1 seed and a quarter of the rounds")
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -149,11 +174,12 @@ def main() -> None:
     parser.add_argument("--group-size", type=int, default=8)
     parser.add_argument("--num-values", type=int, default=32)
     parser.add_argument("--attempts", type=int, default=5)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--ppo-epochs", type=int, default=2)
-    parser.add_argument("--minibatches", type=int, default=2)
-    parser.add_argument("--clip-high", type=float, default=0.28)
+    parser.add_argument("--max-new-tokens", type=int, default=1, help="attempt length (1: the number token)")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--warmup", type=int, default=0)
+    parser.add_argument("--ppo-epochs", type=int, default=1)
+    parser.add_argument("--minibatches", type=int, default=1)
+    parser.add_argument("--clip-high", type=float, default=0.2)
     parser.add_argument("--entropy-coef", type=float, default=0.0)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
@@ -176,14 +202,20 @@ def main() -> None:
         for future in futures:
             results.append(future.result())
             r = results[-1]
-            print(f"{r['method']:<11} seed {r['seed']}: V@{args.attempts} {r['final'][f'v@{args.attempts}']:.3f} "
-                  f"({r['wall_s']:.0f} s)", file=sys.stderr, flush=True)
+            print(
+                f"{r['method']:<11} seed {r['seed']}: V@{args.attempts} {r['final'][f'v@{args.attempts}']:.3f} "
+                f"({r['wall_s']:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
     summary = {}
     for method in args.methods:
         finals = [r["final"] for r in results if r["method"] == method]
         summary[method] = {
-            key: {"mean": statistics.mean(f[key] for f in finals),
-                  "sd": statistics.stdev(f[key] for f in finals) if len(finals) > 1 else 0.0}
+            key: {
+                "mean": statistics.mean(f[key] for f in finals),
+                "sd": statistics.stdev(f[key] for f in finals) if len(finals) > 1 else 0.0,
+            }
             for key in (f"v@{args.attempts}", "v@1", "success_after_failed_first", "attempts_mean")
         }
     reference = next((r for r in results if r["method"] == "cal"), results[0])
@@ -192,7 +224,11 @@ def main() -> None:
     report = {
         "benchmark": "synthetic_guess",
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+        },
         "summary": summary,
         "runs": results,
         "kv_reuse": timing,

@@ -10,11 +10,14 @@ from calgrpo.models.tiny import save_tiny_policy
 from calgrpo.tasks import get_task
 
 
-def tiny_guess_policy(folder: Path, num_values: int = 8, seed: int = 0, architecture: str = "llama") -> Policy:
+def tiny_guess_policy(
+    folder: Path, num_values: int = 8, seed: int = 0, architecture: str = "llama"
+) -> Policy:
     """A 2-layer, width-32 model for the guess task with ``num_values`` numbers, via save + load."""
     task = get_task("guess", num_values=num_values)
     texts = task.sample_texts(task.generate(64, seed=seed))
-    config = TinyModelConfig(architecture=architecture, hidden_size=32, num_layers=2, num_heads=4,
-                             intermediate_size=64, seed=seed)
+    config = TinyModelConfig(
+        architecture=architecture, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, seed=seed
+    )
     save_tiny_policy(config, texts, folder)
     return load_policy(str(folder))

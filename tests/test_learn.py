@@ -28,7 +28,10 @@ def _learn(output: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
         [sys.executable, "-m", "calgrpo.cli", "learn", "--output", str(output), *TINY_RUN, *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
 
 
@@ -38,7 +41,10 @@ def _weights_hash(output: Path) -> str:
 
 def _round_rows(output: Path) -> list[dict]:
     rows = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in row.items() if not k.startswith("time/") and k != "train/tokens_per_s"} for row in rows]
+    return [
+        {k: v for k, v in row.items() if not k.startswith("time/") and k != "train/tokens_per_s"}
+        for row in rows
+    ]
 
 
 @pytest.mark.slow
@@ -70,8 +76,21 @@ def test_learn_killed_and_resumed_matches_uninterrupted_run_bitwise(tmp_path) ->
 
 def test_learn_rejects_mismatched_temperatures(tmp_path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "calgrpo.cli", "learn", "--output", str(tmp_path), "--train.temperature", "0.7"],
-        capture_output=True, text=True, timeout=120, check=False, env={**os.environ, "COLUMNS": "400"},
+        [
+            sys.executable,
+            "-m",
+            "calgrpo.cli",
+            "learn",
+            "--output",
+            str(tmp_path),
+            "--train.temperature",
+            "0.7",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "COLUMNS": "400"},
     )
     assert result.returncode == 2
     assert "must equal --rollout.sampling.temperature" in result.stderr

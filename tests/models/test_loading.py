@@ -16,7 +16,9 @@ def test_tiny_policy_roundtrips_through_a_local_folder(tmp_path, tiny_policy_fol
     first.model.save_pretrained(tmp_path / "copy")
     first.tokenizer.save_pretrained(tmp_path / "copy")
     second = load_policy(str(tmp_path / "copy"))
-    for (name, a), (_, b) in zip(first.model.state_dict().items(), second.model.state_dict().items(), strict=True):
+    for (name, a), (_, b) in zip(
+        first.model.state_dict().items(), second.model.state_dict().items(), strict=True
+    ):
         assert torch.equal(a, b), name
     ids = torch.tensor([second.tokenizer("guess 0 to 7 hint 3")["input_ids"]])
     torch.testing.assert_close(first.model(ids).logits, second.model(ids).logits)
@@ -26,8 +28,9 @@ def test_tiny_tokenizer_has_one_token_per_number_and_a_chat_template(tiny_policy
     tokenizer = tiny_policy.tokenizer
     for value in range(8):
         assert len(tokenizer(str(value), add_special_tokens=False)["input_ids"]) == 1
-    text = tokenizer.apply_chat_template([{"role": "user", "content": "hint 3"}], tokenize=False,
-                                         add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hint 3"}], tokenize=False, add_generation_prompt=True
+    )
     assert text.endswith("<|assistant|>")
     assert tokenizer.eos_token == "<|end|>"
 

@@ -12,7 +12,10 @@ def test_layout_pieces_concatenate_to_the_rendered_conversation(tiny_policy, sto
     tokenizer = tiny_policy.tokenizer
     layout = ChatLayout(tokenizer)
     end = tokenizer.eos_token_id
-    attempts = [tokenizer("3", add_special_tokens=False)["input_ids"], tokenizer("5", add_special_tokens=False)["input_ids"]]
+    attempts = [
+        tokenizer("3", add_special_tokens=False)["input_ids"],
+        tokenizer("5", add_special_tokens=False)["input_ids"],
+    ]
     if stopped:
         attempts = [a + [end] for a in attempts]
     ids = layout.prompt_ids("guess 0 to 7 hint 3")

@@ -33,8 +33,15 @@ def _run(policy, problems, seed=0, config=None):
     layout = ChatLayout(policy.tokenizer)
     engine = TransformersEngine(policy.model, policy.tokenizer.pad_token_id, layout.stop_token_ids)
     config = config or RolloutConfig(num_attempts=4, group_size=3, sampling=SamplingParams(max_new_tokens=3))
-    records = rollout(problems, engine, layout, config, torch.Generator().manual_seed(seed),
-                      policy_version=7, tasks={"coin": CoinTask()})
+    records = rollout(
+        problems,
+        engine,
+        layout,
+        config,
+        torch.Generator().manual_seed(seed),
+        policy_version=7,
+        tasks={"coin": CoinTask()},
+    )
     return records, layout
 
 
@@ -52,8 +59,9 @@ def test_rollout_stops_at_success_and_runs_to_k_otherwise(tiny_policy) -> None:
     assert all(r.reward == 1.0 and r.feedback == "" for r in by_problem["solved"])
     assert len(by_problem["never"]) == 3 * 4
     for sample in range(3):
-        trajectory = sorted((r for r in records if r.problem_id == "coin" and r.sample == sample),
-                            key=lambda r: r.attempt)
+        trajectory = sorted(
+            (r for r in records if r.problem_id == "coin" and r.sample == sample), key=lambda r: r.attempt
+        )
         assert [r.attempt for r in trajectory] == list(range(1, len(trajectory) + 1))
         assert all(r.reward == 0.0 for r in trajectory[:-1])
         assert trajectory[-1].reward == 1.0 or len(trajectory) == 4
@@ -71,7 +79,9 @@ def test_rollout_feeds_back_feedback_tokens(tiny_policy) -> None:
     for record in trajectory:
         assert len(record.completion_logprobs) == len(record.completion_token_ids) <= 3
         assert record.finish_reason in ("stop", "length")
-        assert record.completion == layout.tokenizer.decode(record.completion_token_ids, skip_special_tokens=True)
+        assert record.completion == layout.tokenizer.decode(
+            record.completion_token_ids, skip_special_tokens=True
+        )
 
 
 def test_rollout_is_reproducible_per_seed(tiny_policy) -> None:

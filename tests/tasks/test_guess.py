@@ -10,7 +10,11 @@ from calgrpo.tasks import TASKS, Problem, Verdict, get_task
 
 def test_guess_generate_is_seeded_and_follows_the_hint_law() -> None:
     task = get_task("guess", num_values=32, hint_prob=0.5)
-    first, again, other = task.generate(4000, seed=3), task.generate(4000, seed=3), task.generate(4000, seed=4)
+    first, again, other = (
+        task.generate(4000, seed=3),
+        task.generate(4000, seed=3),
+        task.generate(4000, seed=4),
+    )
     assert first == again
     assert first != other
     hits = sum(p.answer == str(p.meta["hint"]) for p in first)
@@ -27,8 +31,14 @@ def test_guess_hint_prob_zero_never_uses_the_hint() -> None:
 
 @pytest.mark.parametrize(
     ("completion", "correct", "detail"),
-    [("7", True, "correct"), ("3", False, "higher"), ("12 13", False, "lower"), ("to hint", False, "invalid"),
-     ("", False, "invalid"), (" 7 ", True, "correct")],
+    [
+        ("7", True, "correct"),
+        ("3", False, "higher"),
+        ("12 13", False, "lower"),
+        ("to hint", False, "invalid"),
+        ("", False, "invalid"),
+        (" 7 ", True, "correct"),
+    ],
 )
 def test_guess_verify(completion: str, correct: bool, detail: str) -> None:
     task = get_task("guess", num_values=16)

@@ -30,13 +30,17 @@ def test_build_batch_masks_exactly_the_completion_tokens(tiny_policy) -> None:
     n = 0
     for p, problem_id in enumerate(batch.problem_ids):
         for sample in range(3):
-            trajectory = sorted((r for r in records if r.problem_id == problem_id and r.sample == sample),
-                                key=lambda r: r.attempt)
+            trajectory = sorted(
+                (r for r in records if r.problem_id == problem_id and r.sample == sample),
+                key=lambda r: r.attempt,
+            )
             expected_ids, expected_mask, expected_attempt = [], [], []
             for r in trajectory:
                 expected_ids += r.context_token_ids + r.completion_token_ids
                 expected_mask += [False] * len(r.context_token_ids) + [True] * len(r.completion_token_ids)
-                expected_attempt += [0] * len(r.context_token_ids) + [r.attempt - 1] * len(r.completion_token_ids)
+                expected_attempt += [0] * len(r.context_token_ids) + [r.attempt - 1] * len(
+                    r.completion_token_ids
+                )
                 assert batch.attempted[p, sample, r.attempt - 1]
                 assert batch.rewards[p, sample, r.attempt - 1] == r.reward
             length = len(expected_ids)

@@ -11,8 +11,13 @@ from calgrpo.train.trainer import Trainer
 
 
 def _save(root, round_index, policy, trainer):
-    return save_checkpoint(checkpoint_folder(root, round_index), model=policy.model, tokenizer=policy.tokenizer,
-                           trainer_state=trainer.state_dict(), state={"round": round_index})
+    return save_checkpoint(
+        checkpoint_folder(root, round_index),
+        model=policy.model,
+        tokenizer=policy.tokenizer,
+        trainer_state=trainer.state_dict(),
+        state={"round": round_index},
+    )
 
 
 def test_checkpoint_roundtrip_and_latest(tmp_path, tiny_policy) -> None:

@@ -21,8 +21,13 @@ def _surrogate(model, batch, method="cal") -> float:
     per_token = advantages.view(batch.input_ids.shape[0], -1).gather(1, batch.token_attempt)
     with torch.no_grad():
         logprobs, _ = token_logprobs(model, batch.input_ids, batch.attention_mask)
-        out = policy_loss(logprobs, batch.behaviour_logprobs, per_token, batch.loss_mask,
-                          normalizer=batch.input_ids.shape[0])
+        out = policy_loss(
+            logprobs,
+            batch.behaviour_logprobs,
+            per_token,
+            batch.loss_mask,
+            normalizer=batch.input_ids.shape[0],
+        )
     return float(out.loss)
 
 
@@ -37,8 +42,17 @@ def test_trainer_lowers_the_loss_on_a_fixed_batch(tiny_policy) -> None:
     after = _surrogate(tiny_policy.model, batch)
     assert after < before - 1e-3
     assert trainer.step == 5
-    for key in ("train/loss", "train/kl", "train/clip_fraction", "train/grad_norm", "train/entropy",
-                "train/tokens_per_s", "rollout/v@k", "rollout/zero_variance_groups", "train/advantage_mean"):
+    for key in (
+        "train/loss",
+        "train/kl",
+        "train/clip_fraction",
+        "train/grad_norm",
+        "train/entropy",
+        "train/tokens_per_s",
+        "rollout/v@k",
+        "rollout/zero_variance_groups",
+        "train/advantage_mean",
+    ):
         assert key in metrics
 
 
@@ -51,8 +65,9 @@ def test_trainer_ignores_context_tokens(tiny_policy) -> None:
     for name, behaviour in (("clean", batch.behaviour_logprobs), ("junk", junk)):
         model = type(tiny_policy.model)(tiny_policy.model.config)
         model.load_state_dict(tiny_policy.model.state_dict())
-        Trainer(model, TrainConfig()).train_on(dataclasses.replace(batch, behaviour_logprobs=behaviour),
-                                               torch.Generator().manual_seed(0))
+        Trainer(model, TrainConfig()).train_on(
+            dataclasses.replace(batch, behaviour_logprobs=behaviour), torch.Generator().manual_seed(0)
+        )
         weights[name] = model.state_dict()
     for key, value in weights["clean"].items():
         assert torch.equal(value, weights["junk"][key]), key
@@ -78,8 +93,12 @@ def test_trainer_state_roundtrip(tiny_policy) -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "field"),
-    [({"learning_rate": 0.0}, "learning_rate"), ({"ppo_epochs": 0}, "ppo_epochs"),
-     ({"clip_low": 1.5}, "clip_low"), ({"temperature": 0.0}, "temperature")],
+    [
+        ({"learning_rate": 0.0}, "learning_rate"),
+        ({"ppo_epochs": 0}, "ppo_epochs"),
+        ({"clip_low": 1.5}, "clip_low"),
+        ({"temperature": 0.0}, "temperature"),
+    ],
 )
 def test_train_config_validates(kwargs, field) -> None:
     with pytest.raises(ConfigError, match=field):
