@@ -203,8 +203,8 @@ def main() -> None:
             results.append(future.result())
             r = results[-1]
             print(
-                f"{r['method']:<11} seed {r['seed']}: V@{args.attempts} {r['final'][f'v@{args.attempts}']:.3f} "
-                f"({r['wall_s']:.0f} s)",
+                f"{r['method']:<11} seed {r['seed']}: "
+                f"V@{args.attempts} {r['final'][f'v@{args.attempts}']:.3f} ({r['wall_s']:.0f} s)",
                 file=sys.stderr,
                 flush=True,
             )

@@ -1,4 +1,4 @@
-"""Sampling and the transformers engine: KV reuse gives the same tokens as re-encoding and as a clean forward."""
+"""Sampling and the transformers engine: KV reuse matches re-encoding and a clean forward."""
 
 from __future__ import annotations
 

@@ -72,7 +72,7 @@ def test_rollout_feeds_back_feedback_tokens(tiny_policy) -> None:
     records, layout = _run(tiny_policy, PROBLEMS[1:2])
     trajectory = sorted((r for r in records if r.sample == 0), key=lambda r: r.attempt)
     assert trajectory[0].context_token_ids == layout.prompt_ids("hint 2")
-    for before, after in zip(trajectory, trajectory[1:]):
+    for before, after in zip(trajectory, trajectory[1:], strict=False):
         assert before.feedback == "lower"
         assert after.context_token_ids == layout.feedback_ids("lower", before.completion_token_ids)
     assert trajectory[-1].feedback == ""  # nothing is shown after the last attempt
