@@ -132,7 +132,10 @@ def kv_reuse_timing(args: argparse.Namespace, model_folder: str) -> dict:
     return result
 
 
-def plot(results: list[dict], path: Path, optimum: float) -> None:
+def plot(results: list[dict], path: Path, num_values: int, attempts: int) -> None:
+    from calgrpo.tasks import get_task
+
+    optimum = get_task("guess", num_values=num_values).optimal_v_at_k(attempts)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -152,12 +155,13 @@ def plot(results: list[dict], path: Path, optimum: float) -> None:
                 label=method if i == 0 else None,
             )
     ax.axhline(optimum, color="black", linestyle=":", linewidth=1, label=f"optimum {optimum:.3f}")
-    ax.axhline(0.863, color="black", linestyle="--", linewidth=0.8, label="hint then greedy 0.863")
+    if (num_values, attempts) == (32, 5):
+        ax.axhline(0.863, color="black", linestyle="--", linewidth=0.8, label="hint then greedy 0.863")
     ax.set_xlabel("round (rollout + train)")
-    ax.set_ylabel("V@5 on the evaluation set")
+    ax.set_ylabel(f"V@{attempts} on the evaluation set")
     ax.set_ylim(0, 1)
     ax.legend(loc="lower right", fontsize=8)
-    ax.set_title("hinted guessing, N = 32, K = 5, tiny Llama")
+    ax.set_title(f"hinted guessing, N = {num_values}, K = {attempts}, tiny Llama")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -189,7 +193,13 @@ def main() -> None:
     parser.add_argument("--eval-samples", type=int, default=2)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--output", type=Path, default=Path("runs/synthetic_guess"))
+    parser.add_argument("--replot", type=Path, default=None, help="only redraw the PNG of this report.json")
     args = parser.parse_args()
+    if args.replot:
+        report = json.loads(args.replot.read_text())
+        config = report["config"]
+        plot(report["runs"], args.replot.with_name("curves.png"), config["num_values"], config["attempts"])
+        return
     if args.quick:
         args.seeds = args.seeds[:1]
         args.rounds = max(args.rounds // 4, 1)
@@ -218,11 +228,14 @@ def main() -> None:
             }
             for key in (f"v@{args.attempts}", "v@1", "success_after_failed_first", "attempts_mean")
         }
+    from calgrpo.tasks import get_task
+
     reference = next((r for r in results if r["method"] == "cal"), results[0])
     timing = kv_reuse_timing(args, reference["model"])
-    optimum = 0.5 + 0.5 * (args.num_values - 2) / (args.num_values - 1) if args.attempts == 5 else None
+    optimum = get_task("guess", num_values=args.num_values).optimal_v_at_k(args.attempts)
     report = {
         "benchmark": "synthetic_guess",
+        "optimum": optimum,
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "machine": {
             "platform": platform.platform(),
@@ -237,7 +250,7 @@ def main() -> None:
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "report.json").write_text(json.dumps(report, indent=2))
     try:
-        plot(results, args.output / "curves.png", optimum or 1.0)
+        plot(results, args.output / "curves.png", args.num_values, args.attempts)
         report["plot"] = str(args.output / "curves.png")
     except ImportError:
         print("matplotlib missing: no plot (pip install '.[bench]')", file=sys.stderr)

@@ -72,3 +72,10 @@ def test_task_registry_lists_choices() -> None:
 def test_problem_row_roundtrip() -> None:
     problem = get_task("guess").generate(1, seed=0)[0]
     assert Problem.from_row(problem.to_row()) == problem
+
+
+def test_guess_optimum_matches_the_design_numbers() -> None:
+    assert get_task("guess", num_values=32).optimal_v_at_k(5) == pytest.approx(0.5 + 0.5 * 30 / 31)
+    # With a useless hint the best is plain binary search: 2^5 - 1 = 31 of 32 values.
+    assert get_task("guess", num_values=32, hint_prob=1 / 32).optimal_v_at_k(5) == pytest.approx(31 / 32)
+    assert get_task("guess", num_values=4).optimal_v_at_k(1) == pytest.approx(0.5)

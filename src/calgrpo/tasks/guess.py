@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import re
+from functools import lru_cache
 
 from calgrpo.errors import ConfigError
 from calgrpo.tasks.base import FeedbackMode, Problem, Task, Verdict, register_task
@@ -75,3 +76,25 @@ class GuessTask(Task):
         texts += ["higher", "lower", "wrong", "wrong . say one number"]
         texts.append(" ".join(str(v) for v in range(self.num_values)))  # every number is one token
         return texts
+
+    def optimal_v_at_k(self, num_attempts: int) -> float:
+        """The best achievable V@K of any policy (dynamic programming over consistent intervals)."""
+        n, p = self.num_values, self.hint_prob
+        other = (1.0 - p) / (n - 1)
+
+        def best_for_hint(hint: int) -> float:
+            @lru_cache(maxsize=None)
+            def captured(low: int, high: int, attempts: int) -> float:
+                # Prior mass of z in [low, high] that an optimal searcher finds with `attempts` guesses.
+                if attempts == 0 or low > high:
+                    return 0.0
+                return max(
+                    (p if guess == hint else other)
+                    + captured(low, guess - 1, attempts - 1)
+                    + captured(guess + 1, high, attempts - 1)
+                    for guess in range(low, high + 1)
+                )
+
+            return captured(0, n - 1, num_attempts)
+
+        return sum(best_for_hint(h) for h in range(n)) / n
