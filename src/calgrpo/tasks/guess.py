@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 import re
-from functools import lru_cache
+from functools import cache
 
 from calgrpo.errors import ConfigError
 from calgrpo.tasks.base import FeedbackMode, Problem, Task, Verdict, register_task
@@ -83,7 +83,7 @@ class GuessTask(Task):
         other = (1.0 - p) / (n - 1)
 
         def best_for_hint(hint: int) -> float:
-            @lru_cache(maxsize=None)
+            @cache
             def captured(low: int, high: int, attempts: int) -> float:
                 # Prior mass of z in [low, high] that an optimal searcher finds with `attempts` guesses.
                 if attempts == 0 or low > high:
