@@ -24,6 +24,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 METHODS = ("cal", "trajectory", "naive", "single")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no per-file bars from model loading
 
 
 def learn_config(args: argparse.Namespace, method: str, seed: int):

@@ -127,7 +127,7 @@ class LearnLoop:
             if config.checkpoint_every and done % config.checkpoint_every == 0 and done < config.rounds:
                 self._checkpoint(done, before)
         after = self.evaluate("after")
-        append_jsonl(self.metrics_path, {"round": config.rounds, **after})
+        append_jsonl(self.metrics_path, {"round": config.rounds, "final": True, **after})
         self._checkpoint(config.rounds, before)
         final = self.output / "model"
         self.policy.model.save_pretrained(final)
@@ -178,9 +178,11 @@ def append_jsonl(path: Path, row: dict[str, Any]) -> None:
 
 
 def truncate_jsonl(path: Path, keep_round: int) -> None:
-    """Drop logged rows of rounds after ``keep_round`` (they are redone after a resume)."""
+    """Drop logged rows of rounds after ``keep_round`` and the final evaluation: they are redone."""
     if not path.exists():
         return
-    rows = [line for line in path.read_text().splitlines() if line.strip()]
-    kept = [line for line in rows if json.loads(line).get("round", 0) <= keep_round]
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    kept = [
+        json.dumps(row, sort_keys=True) for row in rows if row["round"] <= keep_round and not row.get("final")
+    ]
     path.write_text("".join(line + "\n" for line in kept))
