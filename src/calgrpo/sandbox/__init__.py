@@ -1,0 +1,1 @@
+"""A sandbox for untrusted code: jailed program, trusted tests on the host side."""
