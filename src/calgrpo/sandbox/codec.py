@@ -50,7 +50,7 @@ def decode(data: Any, depth: int = 0) -> Any:
         return data
     if not isinstance(data, dict) or len(data) != 1:
         raise CodecError("malformed value")
-    (tag, payload), = data.items()
+    ((tag, payload),) = data.items()
     if tag == "i":
         return int(payload)
     if tag == "f":

@@ -57,4 +57,6 @@ class SandboxConfig:
             if not ok:
                 raise ConfigError(f"sandbox: {name} = {getattr(self, name)} is out of range")
         if self.strict and self.isolation not in ("auto", "bwrap"):
-            raise ConfigError(f"sandbox: strict mode needs bwrap isolation, but isolation = {self.isolation!r}")
+            raise ConfigError(
+                f"sandbox: strict mode needs bwrap isolation, but isolation = {self.isolation!r}"
+            )

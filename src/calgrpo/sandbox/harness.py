@@ -243,7 +243,9 @@ def _drive(connection: _Connection, tests: str, setup: str, entry_point: str | N
             exec(compile(tests, "<hidden tests>", "exec"), namespace)
             namespace["check"](namespace[entry_point])
         else:
-            namespace.update({name: _proxy(connection, name) for name in callables if not name.startswith("_")})
+            namespace.update(
+                {name: _proxy(connection, name) for name in callables if not name.startswith("_")}
+            )
             exec(compile(tests, "<hidden tests>", "exec"), namespace)
         return "passed", ""
     except _Timeout:

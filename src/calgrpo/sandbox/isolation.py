@@ -42,7 +42,16 @@ def sandbox_python() -> str:
 
 def _system_binds(python: str) -> list[str]:
     args = []
-    for path in ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc/alternatives", "/etc/ld.so.cache"):
+    for path in (
+        "/usr",
+        "/lib",
+        "/lib64",
+        "/lib32",
+        "/bin",
+        "/sbin",
+        "/etc/alternatives",
+        "/etc/ld.so.cache",
+    ):
         if os.path.exists(path):
             args += ["--ro-bind", path, path]
     prefix = str(Path(python).resolve().parents[1])
@@ -56,8 +65,20 @@ def bwrap_works() -> bool:
     """Whether bubblewrap can create a full jail here (as the uid a slot would run as)."""
     if shutil.which("bwrap") is None:
         return False
-    probe = [shutil.which("bwrap"), *_system_binds(sandbox_python()), "--proc", "/proc", "--dev", "/dev",
-             "--unshare-all", "--die-with-parent", "--", sandbox_python(), "-c", "pass"]
+    probe = [
+        shutil.which("bwrap"),
+        *_system_binds(sandbox_python()),
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--unshare-all",
+        "--die-with-parent",
+        "--",
+        sandbox_python(),
+        "-c",
+        "pass",
+    ]
     try:
         return subprocess.run(probe, capture_output=True, timeout=20, preexec_fn=_probe_drop).returncode == 0
     except (OSError, subprocess.SubprocessError):
@@ -84,7 +105,9 @@ def choose_isolation(config: SandboxConfig) -> IsolationLevel:
     if wanted in ("auto", "unshare+setuid") and os.geteuid() == 0 and hasattr(os, "unshare"):
         return "unshare+setuid"
     if wanted == "unshare+setuid":
-        raise IsolationUnavailable("unshare+setuid isolation needs root to create namespaces and drop privileges")
+        raise IsolationUnavailable(
+            "unshare+setuid isolation needs root to create namespaces and drop privileges"
+        )
     return "rlimits"
 
 
@@ -105,7 +128,7 @@ def build_command(level: IsolationLevel, workdir: Path, argv: list[str], fds: li
         "--new-session",
         "--cap-drop", "ALL",
         "--clearenv",
-        *[arg for key, value in {**SAFE_ENV, "HOME": SANDBOX_DIR}.items() for arg in ("--setenv", key, value)],
+        *[arg for key, val in {**SAFE_ENV, "HOME": SANDBOX_DIR}.items() for arg in ("--setenv", key, val)],
         "--",
         *argv,
     ]  # fmt: skip

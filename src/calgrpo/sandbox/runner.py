@@ -52,7 +52,9 @@ def main():
     except BaseException as exc:  # SystemExit and KeyboardInterrupt too: the program failed to load
         _send(response_fd, {"load_error": _error(exc)})
         return
-    callables = sorted(name for name, value in namespace.items() if callable(value) and not name.startswith("__"))
+    callables = sorted(
+        name for name, value in namespace.items() if callable(value) and not name.startswith("__")
+    )
     _send(response_fd, {"ready": callables})
     for line in _lines(request_fd):
         request = codec.loads(line)

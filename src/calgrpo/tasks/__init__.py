@@ -1,6 +1,9 @@
 """Task types: prompt formatting, verifier, feedback. Importing this package registers them."""
 
+from calgrpo.tasks import code as _code  # noqa: F401  (registers "code")
+from calgrpo.tasks import gsm8k as _gsm8k  # noqa: F401  (registers "gsm8k")
 from calgrpo.tasks import guess as _guess  # noqa: F401  (registers "guess")
+from calgrpo.tasks import math as _math  # noqa: F401  (registers "math")
 from calgrpo.tasks.base import TASKS, FeedbackMode, Problem, Task, Verdict, get_task, register_task
 
 __all__ = ["TASKS", "FeedbackMode", "Problem", "Task", "Verdict", "get_task", "register_task"]

@@ -64,7 +64,17 @@ class Verdict:
     correct: bool
     """True only for a verified success."""
     detail: str = ""
-    """Machine-readable reason (``higher``, ``lower``, ``invalid``, ...), used to write feedback."""
+    """Machine-readable reason (``higher``, ``wrong_answer``, ``timeout``, ...), used for feedback."""
+    message: str = ""
+    """Human-readable specifics safe to show the model (never the gold answer or hidden tests)."""
+    isolation: str = ""
+    """Sandbox isolation level used, for code; empty when no code ran."""
+    duration_s: float = 0.0
+    """Time the verification took."""
+    timed_out: bool = False
+    """The verification hit its time limit."""
+    crashed: bool = False
+    """The program (or the checker) died instead of answering."""
 
 
 class Task(ABC):
@@ -81,6 +91,13 @@ class Task(ABC):
     @abstractmethod
     def verify(self, problem: Problem, completion: str) -> Verdict:
         """Decide whether ``completion`` solves ``problem``. Must not raise on any completion."""
+
+    def verify_many(self, problems: list[Problem], completions: list[str]) -> list[Verdict]:
+        """Verify a batch (pairs in order); tasks with slow verifiers override this to run in parallel."""
+        return [self.verify(p, c) for p, c in zip(problems, completions, strict=True)]
+
+    def close(self) -> None:  # noqa: B027 (an optional hook, deliberately not abstract)
+        """Release worker processes or pools the task holds (no-op by default)."""
 
     @abstractmethod
     def feedback(self, problem: Problem, verdict: Verdict, mode: FeedbackMode = "detailed") -> str:

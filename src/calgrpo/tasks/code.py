@@ -1,0 +1,96 @@
+"""Code problems in HumanEval and MBPP formats, verified in the sandbox.
+
+HumanEval: ``prompt`` is a signature with a docstring, ``tests`` defines ``check(candidate)``,
+``meta.entry_point`` names the function; the program is prompt + completion (a fenced code block
+in the completion replaces the raw text). MBPP: ``tests`` is a block of asserts calling the
+function by name, ``meta.test_imports`` and ``meta.test_setup_code`` are trusted setup; the program
+is the completion's code alone.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+from calgrpo.errors import ConfigError
+from calgrpo.sandbox.config import SandboxConfig
+from calgrpo.sandbox.harness import SlotPool, run_tests
+from calgrpo.tasks.base import FeedbackMode, Problem, Task, Verdict, register_task
+
+_FENCE = re.compile(r"```(?:python|py|Python)?[ \t]*\n(.*?)```", re.DOTALL)
+FORMATS = ("humaneval", "mbpp")
+
+
+def extract_code(completion: str) -> tuple[str, bool]:
+    """(code, fenced): the last fenced block if any, else the completion as it is."""
+    blocks = _FENCE.findall(completion)
+    if blocks:
+        return blocks[-1], True
+    return completion, False
+
+
+def build_program(problem: Problem, completion: str) -> str:
+    code, fenced = extract_code(completion)
+    if problem.meta.get("format", "humaneval") == "humaneval":
+        return f"{problem.prompt}\n\n{code}" if fenced else problem.prompt + code
+    return code
+
+
+def test_setup(problem: Problem) -> str:
+    if problem.meta.get("format", "humaneval") == "humaneval":
+        return problem.prompt  # trusted: it may define helpers the tests use
+    imports = "\n".join(problem.meta.get("test_imports") or [])
+    return f"{imports}\n{problem.meta.get('test_setup_code') or ''}"
+
+
+@register_task
+class CodeTask(Task):
+    """Write a Python function; hidden tests decide."""
+
+    name = "code"
+    default_max_new_tokens = 1024
+
+    def __init__(self, sandbox: SandboxConfig | None = None, workers: int | None = None):
+        self.sandbox = sandbox or SandboxConfig()
+        self.num_workers = workers or os.cpu_count() or 1
+        if self.num_workers < 1:
+            raise ConfigError(f"code task: workers must be >= 1, got {workers}")
+        self.pool = SlotPool(self.num_workers, self.sandbox)
+
+    def format_prompt(self, problem: Problem) -> str:
+        if problem.meta.get("format", "humaneval") == "humaneval":
+            instruction = "Complete this Python function. Answer with the full function in a ```python block."
+            return f"{instruction}\n\n{problem.prompt}"
+        return f"{problem.prompt}\n\nAnswer with Python code in a ```python block."
+
+    def verify(self, problem: Problem, completion: str) -> Verdict:
+        fmt = problem.meta.get("format", "humaneval")
+        if fmt not in FORMATS:
+            return Verdict(False, "bad_problem", f"unknown code format {fmt!r}")
+        result = run_tests(
+            build_program(problem, completion),
+            problem.tests,
+            setup=test_setup(problem),
+            entry_point=problem.meta.get("entry_point") if fmt == "humaneval" else None,
+            config=self.sandbox,
+            pool=self.pool,
+        )
+        return Verdict(
+            correct=result.passed,
+            detail=result.detail,
+            message=result.message,
+            isolation=result.isolation,
+            duration_s=result.duration_s,
+            timed_out=result.timed_out,
+            crashed=result.crashed,
+        )
+
+    def verify_many(self, problems: list[Problem], completions: list[str]) -> list[Verdict]:
+        with ThreadPoolExecutor(max_workers=self.num_workers) as executor:
+            return list(executor.map(self.verify, problems, completions))
+
+    def feedback(self, problem: Problem, verdict: Verdict, mode: FeedbackMode = "detailed") -> str:
+        if mode == "binary":
+            return "Incorrect. Try again."
+        return f"Incorrect: {verdict.message[:300] or verdict.detail}. Try again."

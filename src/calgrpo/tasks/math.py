@@ -1,0 +1,105 @@
+"""MATH-style problems checked with math-verify (gold first), in worker processes with a hard timeout.
+
+math-verify guards its sympy work with ``signal.alarm``, which can still hang or be unavailable off
+the main thread; so every check runs in a pool process that is killed if it overruns.
+"""
+
+from __future__ import annotations
+
+import os
+
+from calgrpo.errors import ConfigError
+from calgrpo.tasks.base import FeedbackMode, Problem, Task, Verdict, register_task
+from calgrpo.workers import TimeoutPool
+
+
+def math_check(pair: tuple[str, str]) -> tuple[bool, str]:
+    """(gold, completion) -> (equivalent, the prediction as parsed). Runs in a worker process."""
+    from math_verify import parse, verify
+
+    gold, completion = pair
+    if "$" not in gold and "\\boxed" not in gold:
+        gold = f"${gold}$"  # bare LaTeX gold answers parse reliably once delimited
+    gold_parsed = parse(gold)  # math-verify's own alarms stay on; the pool's hard kill backs them up
+    predicted = parse(completion)
+    shown = str(predicted[-1]) if predicted else ""
+    return bool(predicted) and bool(verify(gold_parsed, predicted)), shown
+
+
+@register_task
+class MathTask(Task):
+    """Competition math with LaTeX answers, checked by symbolic equivalence."""
+
+    name = "math"
+    default_max_new_tokens = 1024
+    instruction = "Solve the problem. Put the final answer in \\boxed{}."
+
+    def __init__(self, workers: int | None = None, timeout_s: float = 5.0):
+        if timeout_s <= 0:
+            raise ConfigError(f"math task: timeout_s must be > 0, got {timeout_s}")
+        self.num_workers = workers or os.cpu_count() or 1
+        self.timeout_s = timeout_s
+        self._pool: TimeoutPool | None = None
+
+    def format_prompt(self, problem: Problem) -> str:
+        return f"{problem.prompt}\n\n{self.instruction}"
+
+    def verify(self, problem: Problem, completion: str) -> Verdict:
+        return self.verify_many([problem], [completion])[0]
+
+    def verify_many(self, problems: list[Problem], completions: list[str]) -> list[Verdict]:
+        if self._pool is None:
+            self._pool = TimeoutPool(math_check, self.num_workers, self.timeout_s)
+        outcomes = self._pool.map([(p.answer, c) for p, c in zip(problems, completions, strict=True)])
+        verdicts = []
+        for outcome in outcomes:
+            if outcome.timed_out:
+                verdicts.append(
+                    Verdict(
+                        False,
+                        "timeout",
+                        "the answer could not be checked in time",
+                        duration_s=outcome.duration_s,
+                        timed_out=True,
+                    )
+                )
+            elif outcome.error is not None:
+                verdicts.append(
+                    Verdict(
+                        False,
+                        "error",
+                        "the answer could not be parsed",
+                        duration_s=outcome.duration_s,
+                        crashed=outcome.error == "worker died",
+                    )
+                )
+            else:
+                correct, shown = outcome.value
+                if correct:
+                    verdicts.append(Verdict(True, "correct", duration_s=outcome.duration_s))
+                elif not shown:
+                    verdicts.append(
+                        Verdict(False, "no_answer", "no final answer found", duration_s=outcome.duration_s)
+                    )
+                else:
+                    verdicts.append(
+                        Verdict(
+                            False,
+                            "wrong_answer",
+                            f"your answer {shown[:200]} is incorrect",
+                            duration_s=outcome.duration_s,
+                        )
+                    )
+        return verdicts
+
+    def feedback(self, problem: Problem, verdict: Verdict, mode: FeedbackMode = "detailed") -> str:
+        if mode == "binary":
+            return "Incorrect. Try again."
+        if verdict.detail == "no_answer":
+            return "No final answer found. Put it in \\boxed{}."
+        return f"Incorrect: {verdict.message}. Try again."
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
