@@ -20,6 +20,7 @@ import tyro
 from calgrpo.errors import CalgrpoError, ConfigError, UnknownNameError
 from calgrpo.learn import LearnConfig
 from calgrpo.rollout.config import RolloutConfig
+from calgrpo.sandbox.config import SandboxConfig
 from calgrpo.train.config import TrainConfig
 
 log = logging.getLogger("calgrpo")
@@ -177,6 +178,8 @@ class TrainCommand:
     """Output folder."""
     train: TrainConfig = field(default_factory=TrainConfig)
     """Optimisation settings."""
+    verdicts: Path | None = None
+    """Authoritative verdicts from ``calgrpo verify``; their rewards replace the rollout's own."""
     resume_from: Path | None = None
     """A previous train output whose optimizer/scheduler state to continue."""
     num_attempts: int | None = None
@@ -185,6 +188,54 @@ class TrainCommand:
     """Seed of the minibatch order."""
     threads: int | None = None
     """CPU threads for torch (default: torch's choice)."""
+
+
+@dataclass(frozen=True)
+class VerifyCommand:
+    """Authoritative verdicts for every attempt: code in the sandbox, math with killable workers.
+
+    Writes one verdict per attempt (parquet, or JSONL when OUTPUT ends in .jsonl) with the isolation
+    level, duration and timeout/crash flags, and a summary (pass rate per task, timeouts, crashes)
+    to stdout and to OUTPUT's name + .summary.json.
+    """
+
+    problems: Path
+    """problems.parquet the attempts answer."""
+    attempts: Path
+    """attempts.parquet from the rollout."""
+    output: Path
+    """Where to write the verdicts."""
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    """Limits and isolation for code."""
+    workers: int | None = None
+    """Parallel verifications (default: CPU count)."""
+    math_timeout_s: float = 5.0
+    """Hard time limit of one math check."""
+
+
+def run_verify_command(config: VerifyCommand) -> int:
+    from calgrpo.io import read_problems
+    from calgrpo.rollout.records import read_attempts
+    from calgrpo.tasks import build_tasks
+    from calgrpo.verify import run_verify, write_summary, write_verdicts
+
+    problems = read_problems(config.problems)
+    records = read_attempts(config.attempts)
+    tasks = build_tasks(
+        {p.task for p in problems},
+        sandbox=config.sandbox,
+        workers=config.workers,
+        math_timeout_s=config.math_timeout_s,
+    )
+    try:
+        rows, summary = run_verify(problems, records, tasks)
+    finally:
+        for task in tasks.values():
+            task.close()
+    write_verdicts(rows, config.output)
+    write_summary(summary, config.output.with_name(config.output.stem + ".summary.json"))
+    print(json.dumps(summary))
+    return 0
 
 
 def run_problems(config: ProblemsCommand) -> int:
@@ -244,6 +295,10 @@ def run_train_command(config: TrainCommand) -> int:
 
     _set_threads(config.threads)
     records = read_attempts(config.attempts)
+    if config.verdicts is not None:
+        from calgrpo.verify import apply_verdicts, read_verdicts
+
+        records = apply_verdicts(records, read_verdicts(config.verdicts))
     num_attempts = config.num_attempts or max(r.attempt for r in records)
     policy = load_policy(config.model)
     trainer = Trainer(policy.model, config.train)
@@ -289,6 +344,7 @@ COMMANDS: dict[str, tuple[type, Callable[[Any], int]]] = {
     "check-estimator": (CheckEstimatorConfig, run_check_estimator),
     "problems": (ProblemsCommand, run_problems),
     "rollout": (RolloutCommand, run_rollout_command),
+    "verify": (VerifyCommand, run_verify_command),
     "train": (TrainCommand, run_train_command),
     "learn": (LearnConfig, run_learn_command),
 }

@@ -15,7 +15,7 @@ from calgrpo.rollout.chat import ChatLayout
 from calgrpo.rollout.config import RolloutConfig
 from calgrpo.rollout.engine import RolloutEngine
 from calgrpo.rollout.records import AttemptRecord
-from calgrpo.tasks import Problem, Task, get_task
+from calgrpo.tasks import Problem, Task, Verdict, get_task
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +49,15 @@ def rollout(
     bar = progress(range(1, config.num_attempts + 1), desc="rollout attempts", enabled=show_progress)
     for attempt in bar:
         generations = session.generate(config.sampling, generator)
+        live_problems = [problems[owners[row][0]] for row in live]
+        completions = [tokenizer.decode(g.token_ids, skip_special_tokens=True) for g in generations]
+        verdicts = verify_batch(tasks, live_problems, completions)
         keep, feedback_ids = [], []
         for position, (row, generation) in enumerate(zip(live, generations, strict=True)):
-            p, sample = owners[row]
-            problem, task = problems[p], tasks[problems[p].task]
-            completion = tokenizer.decode(generation.token_ids, skip_special_tokens=True)
-            verdict = task.verify(problem, completion)
+            problem, sample = live_problems[position], owners[row][1]
+            completion, verdict = completions[position], verdicts[position]
             last = verdict.correct or attempt == config.num_attempts
-            feedback = "" if last else task.feedback(problem, verdict, config.feedback_mode)
+            feedback = "" if last else tasks[problem.task].feedback(problem, verdict, config.feedback_mode)
             records.append(
                 AttemptRecord(
                     problem_id=problem.id,
@@ -83,3 +84,16 @@ def rollout(
         session.keep(keep)
         session.append(feedback_ids)
     return records
+
+
+def verify_batch(tasks: dict[str, Task], problems: list[Problem], completions: list[str]) -> list[Verdict]:
+    """Verify pairs in order, one ``verify_many`` call per task type (so slow verifiers run in parallel)."""
+    verdicts: list[Verdict | None] = [None] * len(problems)
+    by_task: dict[str, list[int]] = {}
+    for index, problem in enumerate(problems):
+        by_task.setdefault(problem.task, []).append(index)
+    for name, indices in by_task.items():
+        results = tasks[name].verify_many([problems[i] for i in indices], [completions[i] for i in indices])
+        for i, verdict in zip(indices, results, strict=True):
+            verdicts[i] = verdict
+    return verdicts  # type: ignore[return-value]

@@ -6,4 +6,13 @@ from calgrpo.tasks import guess as _guess  # noqa: F401  (registers "guess")
 from calgrpo.tasks import math as _math  # noqa: F401  (registers "math")
 from calgrpo.tasks.base import TASKS, FeedbackMode, Problem, Task, Verdict, get_task, register_task
 
-__all__ = ["TASKS", "FeedbackMode", "Problem", "Task", "Verdict", "get_task", "register_task"]
+__all__ = ["TASKS", "FeedbackMode", "Problem", "Task", "Verdict", "build_tasks", "get_task", "register_task"]
+
+
+def build_tasks(names, *, sandbox=None, workers=None, math_timeout_s: float = 5.0) -> dict[str, Task]:
+    """One instance per task name, with the verifier resources the heavy ones need."""
+    params = {
+        "code": {"sandbox": sandbox, "workers": workers},
+        "math": {"workers": workers, "timeout_s": math_timeout_s},
+    }
+    return {name: get_task(name, **params.get(name, {})) for name in sorted(names)}
