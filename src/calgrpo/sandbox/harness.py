@@ -289,23 +289,30 @@ def _terminate(process: subprocess.Popen | None, uid: int | None) -> int | None:
 
 def _kill_uid(uid: int) -> None:
     """Processes that left the group (setsid, double fork) still carry the slot's uid."""
-    for _ in range(3):
-        found = False
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/status") as handle:
-                    real_uid = next(line.split()[1] for line in handle if line.startswith("Uid:"))
-            except (OSError, StopIteration):
-                continue
-            if int(real_uid) == uid:
-                found = True
-                with _suppress():
-                    os.kill(int(entry), signal.SIGKILL)
-        if not found:
+    for _ in range(50):
+        pids = processes_of_uid(uid)
+        if not pids:
             return
+        for pid in pids:
+            with _suppress():
+                os.kill(pid, signal.SIGKILL)
         time.sleep(0.01)
+
+
+def processes_of_uid(uid: int) -> list[int]:
+    """Live (non-zombie) processes whose real uid is ``uid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status") as handle:
+                status = dict(line.split(":", 1) for line in handle if ":" in line)
+        except OSError:
+            continue
+        if int(status.get("Uid", "-1 ").split()[0]) == uid and not status.get("State", "").strip().startswith("Z"):
+            found.append(int(entry))
+    return found
 
 
 def _head(path: Path, limit: int) -> str:
