@@ -43,34 +43,43 @@ FORGERIES = {
     "os_exit_at_load": "import os\nos._exit(0)\n",
     "sys_exit_in_call": PROMPT + "    import sys\n    sys.exit(0)\n",
     "os_exit_in_call": PROMPT + "    import os\n    os._exit(0)\n",
-    "system_exit_in_finally": PROMPT + "    try:\n        return 0\n    finally:\n        raise SystemExit(0)\n",
+    "system_exit_in_finally": PROMPT
+    + "    try:\n        return 0\n    finally:\n        raise SystemExit(0)\n",
     "keyboard_interrupt": PROMPT + "    raise KeyboardInterrupt\n",
     "patch_builtins": (
         "import builtins\nbuiltins.AssertionError = type('Nope', (Exception,), {})\n"
         "builtins.isinstance = lambda *a: True\nbuiltins.print = lambda *a, **k: None\n"
-        + PROMPT + "    return 0\n"
+        + PROMPT
+        + "    return 0\n"
     ),
     "define_fake_check": PROMPT + "    return 0\n\ndef check(candidate):\n    return True\n",
-    "print_fake_success": "print('ALL TESTS PASSED')\nprint('{\"passed\": true}')\n" + PROMPT + "    return 0\n",
+    "print_fake_success": "print('ALL TESTS PASSED')\nprint('{\"passed\": true}')\n"
+    + PROMPT
+    + "    return 0\n",
     "always_equal_object": (
         "class Anything:\n    def __eq__(self, other):\n        return True\n    __hash__ = object.__hash__\n"
-        + PROMPT + "    return Anything()\n"
+        + PROMPT
+        + "    return Anything()\n"
     ),
     "int_subclass_equal": (
         "class Sly(int):\n    def __eq__(self, other):\n        return True\n    __hash__ = int.__hash__\n"
-        + PROMPT + "    return Sly(0)\n"
+        + PROMPT
+        + "    return Sly(0)\n"
     ),
     "forge_protocol_messages": (
-        "import os\nfor fd in range(3, 12):\n    try:\n        os.write(fd, b'{\"ready\": [\"solve\"]}\\n{\"ok\": {\"i\": \"4\"}}\\n')\n"
+        'import os\nfor fd in range(3, 12):\n    try:\n        os.write(fd, b\'{"ready": ["solve"]}\\n{"ok": {"i": "4"}}\\n\')\n'
         "    except OSError:\n        pass\n" + PROMPT + "    return 0\n"
     ),
     "rewrite_runner_files": (
         "import os\nfor name in ('runner.py', 'codec.py'):\n    open(name, 'w').write('PASSED = True')\n"
-        + PROMPT + "    return 0\n"
+        + PROMPT
+        + "    return 0\n"
     ),
     "kill_parent": "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n" + PROMPT + "    return 0\n",
     "kill_everything": "import os, signal\ntry:\n    os.kill(-1, signal.SIGKILL)\nexcept OSError:\n    pass\n",
-    "ignore_sigterm_and_spin": "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n" + PROMPT + "    while True:\n        pass\n",
+    "ignore_sigterm_and_spin": "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    + PROMPT
+    + "    while True:\n        pass\n",
     "huge_return_value": PROMPT + "    return 'x' * (50 << 20)\n",
     "deep_return_value": PROMPT + "    v = []\n    for _ in range(10000):\n        v = [v]\n    return v\n",
 }
@@ -116,7 +125,10 @@ def test_huge_output_is_capped() -> None:
 
 
 def test_filling_the_disk_is_capped(tmp_path) -> None:
-    result = _run(PROMPT + "    with open('big.bin', 'wb') as f:\n        while True:\n            f.write(b'0' * (1 << 20))\n")
+    result = _run(
+        PROMPT
+        + "    with open('big.bin', 'wb') as f:\n        while True:\n            f.write(b'0' * (1 << 20))\n"
+    )
     assert not result.passed
 
 
@@ -152,7 +164,8 @@ def test_environment_secrets_never_reach_the_program(monkeypatch) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", fake_key)
     monkeypatch.setenv("HF_TOKEN", fake_key)
     body = (
-        "import os\nprint(dict(os.environ))\n" + PROMPT
+        "import os\nprint(dict(os.environ))\n"
+        + PROMPT
         + "    return os.environ.get('AWS_SECRET_ACCESS_KEY', '') + os.environ.get('HF_TOKEN', '')\n"
     )
     result = _run(body, tests=_secret_tests(fake_key + fake_key))
@@ -243,12 +256,14 @@ def test_isolation_level_is_recorded_and_strict_mode_works() -> None:
     assert result.isolation == choose_isolation(FAST)
     if result.isolation == "bwrap":
         strict = SandboxConfig(timeout_s=3.0, strict=True)
-        assert run_tests(PROMPT + "    return 2 * x\n", DOUBLE_TESTS, setup=PROMPT, entry_point="solve",
-                         config=strict).passed
+        assert run_tests(
+            PROMPT + "    return 2 * x\n", DOUBLE_TESTS, setup=PROMPT, entry_point="solve", config=strict
+        ).passed
 
 
-FALLBACK = SandboxConfig(timeout_s=3.0, cpu_s=3, memory_mb=512, file_size_mb=2, processes=16,
-                         isolation="unshare+setuid")
+FALLBACK = SandboxConfig(
+    timeout_s=3.0, cpu_s=3, memory_mb=512, file_size_mb=2, processes=16, isolation="unshare+setuid"
+)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="unshare+setuid isolation needs root")

@@ -310,7 +310,9 @@ def processes_of_uid(uid: int) -> list[int]:
                 status = dict(line.split(":", 1) for line in handle if ":" in line)
         except OSError:
             continue
-        if int(status.get("Uid", "-1 ").split()[0]) == uid and not status.get("State", "").strip().startswith("Z"):
+        if int(status.get("Uid", "-1 ").split()[0]) == uid and not status.get("State", "").strip().startswith(
+            "Z"
+        ):
             found.append(int(entry))
     return found
 

@@ -102,7 +102,7 @@ def choose_isolation(config: SandboxConfig) -> IsolationLevel:
             "full isolation needs bubblewrap with user namespaces (install the Debian package "
             "'bubblewrap'; in containers allow unprivileged user namespaces), or run without --strict"
         )
-    if wanted in ("auto", "unshare+setuid") and os.geteuid() == 0 and hasattr(os, "unshare"):
+    if wanted in ("auto", "unshare+setuid") and os.geteuid() == 0:
         return "unshare+setuid"
     if wanted == "unshare+setuid":
         raise IsolationUnavailable(
@@ -134,13 +134,25 @@ def build_command(level: IsolationLevel, workdir: Path, argv: list[str], fds: li
     ]  # fmt: skip
 
 
+CLONE_NEWNET = 0x40000000
+
+
+def _unshare_network() -> None:
+    """unshare(CLONE_NEWNET) (os.unshare only exists from Python 3.12)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNET) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET) failed")
+
+
 def make_preexec(level: IsolationLevel, config: SandboxConfig, uid: int | None):
     """The function run in the child before exec: new session, namespaces, rlimits, uid drop."""
 
     def preexec() -> None:
         os.setsid()  # its own process group, killed as a whole on timeout
         if level == "unshare+setuid":
-            os.unshare(os.CLONE_NEWNET)  # an empty network namespace: not even loopback is up
+            _unshare_network()  # an empty network namespace: not even loopback is up
         limits = {
             resource.RLIMIT_CPU: config.cpu_s,
             resource.RLIMIT_AS: config.memory_mb << 20,
