@@ -6,8 +6,6 @@ verify every attempt, drop the solved trajectories, append feedback to the other
 
 from __future__ import annotations
 
-import logging
-
 import torch
 
 from calgrpo.progress import progress
@@ -16,8 +14,6 @@ from calgrpo.rollout.config import RolloutConfig
 from calgrpo.rollout.engine import RolloutEngine
 from calgrpo.rollout.records import AttemptRecord
 from calgrpo.tasks import Problem, Task, Verdict, get_task
-
-log = logging.getLogger(__name__)
 
 
 def rollout(
@@ -36,13 +32,21 @@ def rollout(
     ``generator`` supplies every random draw, so the same seed and inputs give the same records.
     """
     tasks = dict(tasks or {})
-    for problem in problems:
-        if problem.task not in tasks:
-            tasks[problem.task] = get_task(problem.task)
+    created = {p.task for p in problems} - tasks.keys()
+    tasks.update({name: get_task(name) for name in created})
+    try:
+        return _rollout(problems, engine, layout, config, generator, policy_version, tasks, show_progress)
+    finally:
+        for name in created:  # worker pools of tasks made here die with the call
+            tasks[name].close()
+
+
+def _rollout(problems, engine, layout, config, generator, policy_version, tasks, show_progress):
     tokenizer = layout.tokenizer
     # Row r of the session is trajectory (problem index, sample) = divmod(r, G).
     owners = [(p, s) for p in range(len(problems)) for s in range(config.group_size)]
-    contexts = [layout.prompt_ids(tasks[problems[p].task].format_prompt(problems[p])) for p, _ in owners]
+    prompt_ids = [layout.prompt_ids(tasks[problem.task].format_prompt(problem)) for problem in problems]
+    contexts = [prompt_ids[p] for p, _ in owners]
     session = engine.open_session(contexts)
     live = list(range(len(owners)))
     records: list[AttemptRecord] = []
