@@ -38,3 +38,14 @@ class UnknownNameError(CalgrpoError, KeyError):
 
 class DuplicateNameError(CalgrpoError, ValueError):
     """A registry already holds an entry under this name."""
+
+
+def check_ranges(owner: str, config: object, rules: dict[str, tuple[bool, str]]) -> None:
+    """Raise :class:`ConfigError` for the first field whose rule fails.
+
+    ``rules`` maps a field name to (rule holds, what the rule requires), e.g.
+    ``{"learning_rate": (self.learning_rate > 0, "> 0")}``.
+    """
+    for name, (holds, requirement) in rules.items():
+        if not holds:
+            raise ConfigError(f"{owner}: {name} must be {requirement}, got {getattr(config, name)!r}")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from calgrpo.errors import ConfigError
+from calgrpo.errors import ConfigError, check_ranges
 from calgrpo.models.config import TinyModelConfig
 from calgrpo.rollout.config import RolloutConfig, SamplingParams
 from calgrpo.train.config import TrainConfig
@@ -72,16 +72,12 @@ class LearnConfig:
     """CPU threads for torch (default: torch's choice)."""
 
     def __post_init__(self) -> None:
-        for name in ("rounds", "prompts_per_round", "eval_problems", "eval_samples"):
-            if getattr(self, name) < 1:
-                raise ConfigError(
-                    f"learn: --{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}"
-                )
-        for name in ("eval_every", "checkpoint_every"):
-            if getattr(self, name) < 0:
-                raise ConfigError(
-                    f"learn: --{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}"
-                )
+        positive = ("rounds", "prompts_per_round", "eval_problems", "eval_samples")
+        rules = {name: (getattr(self, name) >= 1, ">= 1") for name in positive}
+        rules.update(
+            {name: (getattr(self, name) >= 0, ">= 0") for name in ("eval_every", "checkpoint_every")}
+        )
+        check_ranges("learn", self, rules)
         if self.rollout.group_size < 2:
             raise ConfigError(
                 f"learn: --rollout.group-size must be >= 2 for leave-one-out, got {self.rollout.group_size}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from calgrpo.errors import ConfigError
+from calgrpo.errors import ConfigError, check_ranges
 
 
 @dataclass(frozen=True)
@@ -28,9 +28,8 @@ class TinyModelConfig:
     """Initialisation seed (the global RNG is left untouched)."""
 
     def __post_init__(self) -> None:
-        for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_positions"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"tiny model: {name} must be >= 1, got {getattr(self, name)}")
+        sizes = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_positions")
+        check_ranges("tiny model", self, {name: (getattr(self, name) >= 1, ">= 1") for name in sizes})
         if self.hidden_size % self.num_heads:
             raise ConfigError(
                 f"tiny model: hidden_size {self.hidden_size} must be divisible by num_heads {self.num_heads}"

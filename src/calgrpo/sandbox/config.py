@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from calgrpo.errors import ConfigError
+from calgrpo.errors import ConfigError, check_ranges
 
 IsolationLevel = Literal["bwrap", "unshare+setuid", "rlimits"]
 """What a run actually got, strongest first:
@@ -44,18 +44,19 @@ class SandboxConfig:
     """When running as root, pool slot i runs programs as uid/gid uid_base + i."""
 
     def __post_init__(self) -> None:
-        checks = {
-            "timeout_s": self.timeout_s > 0,
-            "cpu_s": self.cpu_s >= 1,
-            "memory_mb": self.memory_mb >= 64,
-            "file_size_mb": self.file_size_mb >= 1,
-            "open_files": self.open_files >= 16,
-            "processes": self.processes >= 1,
-            "output_bytes": self.output_bytes >= 0,
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise ConfigError(f"sandbox: {name} = {getattr(self, name)} is out of range")
+        check_ranges(
+            "sandbox",
+            self,
+            {
+                "timeout_s": (self.timeout_s > 0, "> 0"),
+                "cpu_s": (self.cpu_s >= 1, ">= 1"),
+                "memory_mb": (self.memory_mb >= 64, ">= 64"),
+                "file_size_mb": (self.file_size_mb >= 1, ">= 1"),
+                "open_files": (self.open_files >= 16, ">= 16"),
+                "processes": (self.processes >= 1, ">= 1"),
+                "output_bytes": (self.output_bytes >= 0, ">= 0"),
+            },
+        )
         if self.strict and self.isolation not in ("auto", "bwrap"):
             raise ConfigError(
                 f"sandbox: strict mode needs bwrap isolation, but isolation = {self.isolation!r}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from calgrpo.algorithms.loss_config import PolicyLossConfig
-from calgrpo.errors import ConfigError
+from calgrpo.errors import check_ranges
 
 
 @dataclass(frozen=True)
@@ -43,18 +43,19 @@ class TrainConfig:
     """Temperature at which tokens are scored; must equal the sampling temperature."""
 
     def __post_init__(self) -> None:
-        checks = {
-            "learning_rate": self.learning_rate > 0,
-            "weight_decay": self.weight_decay >= 0,
-            "warmup_steps": self.warmup_steps >= 0,
-            "max_grad_norm": self.max_grad_norm > 0,
-            "ppo_epochs": self.ppo_epochs >= 1,
-            "minibatches": self.minibatches >= 1,
-            "micro_batch_size": self.micro_batch_size >= 1,
-            "entropy_coef": self.entropy_coef >= 0,
-            "temperature": self.temperature > 0,
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise ConfigError(f"train: {name} = {getattr(self, name)} is out of range (see --help)")
+        check_ranges(
+            "train",
+            self,
+            {
+                "learning_rate": (self.learning_rate > 0, "> 0"),
+                "weight_decay": (self.weight_decay >= 0, ">= 0"),
+                "warmup_steps": (self.warmup_steps >= 0, ">= 0"),
+                "max_grad_norm": (self.max_grad_norm > 0, "> 0"),
+                "ppo_epochs": (self.ppo_epochs >= 1, ">= 1"),
+                "minibatches": (self.minibatches >= 1, ">= 1"),
+                "micro_batch_size": (self.micro_batch_size >= 1, ">= 1"),
+                "entropy_coef": (self.entropy_coef >= 0, ">= 0"),
+                "temperature": (self.temperature > 0, "> 0"),
+            },
+        )
         PolicyLossConfig(self.clip_low, self.clip_high, self.kl_coef)  # validates the clip/KL fields
