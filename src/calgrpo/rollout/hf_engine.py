@@ -57,10 +57,7 @@ class CachedSession(GenerationSession):
         return len(self.pending)
 
     def append(self, suffixes: list[list[int]]) -> None:
-        if len(suffixes) != self.num_rows:
-            raise InvalidInputError(f"append got {len(suffixes)} suffixes for {self.num_rows} rows")
-        for row, suffix in zip(self.pending, suffixes, strict=True):
-            row.extend(suffix)
+        _extend_rows(self.pending, suffixes)
 
     def keep(self, rows: list[int]) -> None:
         index = torch.tensor(rows, dtype=torch.long, device=self.device)
@@ -144,10 +141,7 @@ class RecomputeSession(GenerationSession):
         return len(self.rows)
 
     def append(self, suffixes: list[list[int]]) -> None:
-        if len(suffixes) != self.num_rows:
-            raise InvalidInputError(f"append got {len(suffixes)} suffixes for {self.num_rows} rows")
-        for row, suffix in zip(self.rows, suffixes, strict=True):
-            row.extend(suffix)
+        _extend_rows(self.rows, suffixes)
 
     def keep(self, rows: list[int]) -> None:
         self.rows = [self.rows[r] for r in rows]
@@ -159,3 +153,10 @@ class RecomputeSession(GenerationSession):
         for row, generation in zip(self.rows, generations, strict=True):
             row.extend(generation.token_ids)
         return generations
+
+
+def _extend_rows(rows: list[list[int]], suffixes: list[list[int]]) -> None:
+    if len(suffixes) != len(rows):
+        raise InvalidInputError(f"append got {len(suffixes)} suffixes for {len(rows)} rows")
+    for row, suffix in zip(rows, suffixes, strict=True):
+        row.extend(suffix)
