@@ -33,7 +33,7 @@ class SandboxConfig:
     open_files: int = 64
     """Open file descriptors (RLIMIT_NOFILE)."""
     processes: int = 32
-    """Processes of the sandbox's uid (RLIMIT_NPROC); each pool slot has its own uid."""
+    """Processes of the program's uid (RLIMIT_NPROC); as root every run gets a uid of its own."""
     output_bytes: int = 4096
     """How much of the program's stdout/stderr is kept."""
     isolation: Literal["auto", "bwrap", "unshare+setuid", "rlimits"] = "auto"
@@ -41,7 +41,7 @@ class SandboxConfig:
     strict: bool = False
     """Refuse to run anything without full (bwrap) isolation."""
     uid_base: int = 61000
-    """When running as root, pool slot i runs programs as uid/gid uid_base + i."""
+    """As root, runs take uids/gids uid_base .. uid_base + 999 in turn (unused by anything else)."""
 
     def __post_init__(self) -> None:
         check_ranges(

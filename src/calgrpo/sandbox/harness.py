@@ -10,12 +10,12 @@ success lines or killing processes can only make a test fail.
 from __future__ import annotations
 
 import os
-import queue
 import select
 import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,16 +129,43 @@ def _proxy(connection: _Connection, name: str):
 
 
 class SlotPool:
-    """Pool slots; as root each slot runs programs under its own uid (rlimits per uid stay separate)."""
+    """Bounds concurrent programs and, as root, gives each run a uid of its own.
+
+    Uids rotate through ``uid_base .. uid_base + UID_RANGE - 1``, skipping those in use: a process
+    limit (RLIMIT_NPROC counts per uid) then counts only that run's processes, not the exiting
+    leftovers of the previous run, and killing "every process of the uid" kills only that run.
+    """
+
+    UID_RANGE = 1000
 
     def __init__(self, size: int, config: SandboxConfig):
-        self.slots: queue.Queue[int] = queue.Queue()
-        for i in range(size):
-            self.slots.put(i)
+        self.slots = threading.BoundedSemaphore(size)
         self.config = config
+        self.lock = threading.Lock()
+        self.in_use: set[int] = set()
+        self.next_offset = 0
 
-    def uid(self, slot: int) -> int | None:
-        return self.config.uid_base + slot if os.geteuid() == 0 else None
+    def acquire(self) -> int | None:
+        self.slots.acquire()
+        if os.geteuid() != 0:
+            return None
+        with self.lock:
+            while True:
+                uid = self.config.uid_base + self.next_offset
+                self.next_offset = (self.next_offset + 1) % self.UID_RANGE
+                if uid not in self.in_use:
+                    self.in_use.add(uid)
+                    return uid
+
+    def release(self, uid: int | None) -> None:
+        if uid is not None:
+            with self.lock:
+                self.in_use.discard(uid)
+        self.slots.release()
+
+    def uids(self) -> range:
+        """Every uid this pool may hand out."""
+        return range(self.config.uid_base, self.config.uid_base + self.UID_RANGE)
 
 
 def run_tests(
@@ -162,11 +189,11 @@ def run_tests(
     config = config or SandboxConfig()
     pool = pool or SlotPool(1, config)
     level = choose_isolation(config)
-    slot = pool.slots.get()
+    uid = pool.acquire()
     try:
-        return _run_in_slot(program, tests, setup, entry_point, config, level, pool.uid(slot))
+        return _run_in_slot(program, tests, setup, entry_point, config, level, uid)
     finally:
-        pool.slots.put(slot)
+        pool.release(uid)
 
 
 def _run_in_slot(program, tests, setup, entry_point, config, level, uid) -> CodeResult:
@@ -299,8 +326,9 @@ def _kill_uid(uid: int) -> None:
         time.sleep(0.01)
 
 
-def processes_of_uid(uid: int) -> list[int]:
-    """Live (non-zombie) processes whose real uid is ``uid``."""
+def processes_of_uid(uid: int | range) -> list[int]:
+    """Live (non-zombie) processes whose real uid is ``uid`` (or in that range of uids)."""
+    uids = uid if isinstance(uid, range) else range(uid, uid + 1)
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -310,9 +338,8 @@ def processes_of_uid(uid: int) -> list[int]:
                 status = dict(line.split(":", 1) for line in handle if ":" in line)
         except OSError:
             continue
-        if int(status.get("Uid", "-1 ").split()[0]) == uid and not status.get("State", "").strip().startswith(
-            "Z"
-        ):
+        zombie = status.get("State", "").strip().startswith("Z")
+        if int(status.get("Uid", "-1 ").split()[0]) in uids and not zombie:
             found.append(int(entry))
     return found
 
