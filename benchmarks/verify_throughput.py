@@ -36,16 +36,27 @@ TESTS = (
 )
 GOOD = "    return sum(sorted(values)[len(values) - k:])\n"
 BAD = "    return sum(sorted(values)[:k])\n"
-MATH = [
-    ("\\frac{1}{2}", "so the answer is $\\boxed{0.5}$"),
-    ("2\\sqrt{2}", "$\\boxed{\\sqrt{8}}$"),
-    ("(1,2]", "$\\boxed{(1,2]}$"),
-    ("42", "The answer is $\\boxed{42}$."),
-    ("\\frac{7}{3}", "$\\boxed{\\frac{14}{6}}$"),
-    ("x^2+1", "$\\boxed{1+x^2}$"),
-    ("10", "$\\boxed{12}$"),
-    ("\\pi", "$\\boxed{3.14}$"),
-]
+
+
+def math_pairs(num: int) -> list[tuple[str, str]]:
+    """Typical (gold, completion) pairs, all different (math-verify caches repeated strings)."""
+    pairs = []
+    for i in range(num):
+        a, b = i + 2, 2 * i + 3
+        kind = i % 8
+        pairs.append(
+            [
+                (f"\\frac{{{a}}}{{{b}}}", f"so the answer is $\\boxed{{\\frac{{{2 * a}}}{{{2 * b}}}}}$"),
+                (f"{a}\\sqrt{{2}}", f"$\\boxed{{\\sqrt{{{2 * a * a}}}}}$"),
+                (f"({a},{b}]", f"$\\boxed{{({a},{b}]}}$"),
+                (str(a * b), f"The answer is $\\boxed{{{a * b}}}$."),
+                (f"{a}.5", f"$\\boxed{{\\frac{{{2 * a + 1}}}{{2}}}}$"),
+                (f"x^2+{a}", f"$\\boxed{{{a}+x^2}}$"),
+                (str(a), f"$\\boxed{{{a + 1}}}$"),
+                (f"{a}\\pi", f"$\\boxed{{{3.14 * a:.2f}}}$"),
+            ][kind]
+        )
+    return pairs
 
 
 def _latencies(durations: list[float]) -> dict:
@@ -109,9 +120,7 @@ def bench_bare_subprocess(num: int, workers: int) -> dict:
 def bench_math(num: int, workers: int) -> dict:
     task = get_task("math", workers=workers, timeout_s=10.0)
     try:
-        pairs = [MATH[i % len(MATH)] for i in range(num)]
-        # Vary the numbers so math-verify's caches do not answer repeated strings.
-        pairs = [(g, p.replace("42", str(42 + i)) if g == "42" else p) for i, (g, p) in enumerate(pairs)]
+        pairs = math_pairs(num)
         problems = [Problem(id=str(i), task="math", prompt="", answer=g) for i, (g, _) in enumerate(pairs)]
         task.verify_many(problems[:8], [p for _, p in pairs[:8]])  # warm-up: spawn workers, import sympy
         started = time.perf_counter()
