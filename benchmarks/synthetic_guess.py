@@ -14,6 +14,7 @@ a PNG of the curves next to the JSON.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -195,7 +196,39 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--output", type=Path, default=Path("runs/synthetic_guess"))
     parser.add_argument("--replot", type=Path, default=None, help="only redraw the PNG of this report.json")
+    parser.add_argument(
+        "--kv-only",
+        action="store_true",
+        help="only time KV reuse vs re-encoding, on an untrained model of the given shape",
+    )
     args = parser.parse_args()
+    if args.kv_only:
+        from calgrpo.models.config import TinyModelConfig
+        from calgrpo.models.tiny import save_tiny_policy
+        from calgrpo.tasks import get_task
+
+        task = get_task("guess", num_values=args.num_values)
+        shape = TinyModelConfig(
+            hidden_size=args.hidden,
+            num_layers=args.layers,
+            num_heads=args.heads,
+            intermediate_size=2 * args.hidden,
+        )
+        folder = save_tiny_policy(shape, task.sample_texts(task.generate(256, 0)), args.output / "kv_model")
+        timing = kv_reuse_timing(args, str(folder))
+        print(
+            json.dumps(
+                {
+                    "benchmark": "kv_reuse",
+                    "shape": dataclasses.asdict(shape),
+                    "attempts": args.attempts,
+                    "max_new_tokens": args.max_new_tokens,
+                    **timing,
+                },
+                indent=2,
+            )
+        )
+        return
     if args.replot:
         report = json.loads(args.replot.read_text())
         config = report["config"]
