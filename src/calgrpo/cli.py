@@ -167,7 +167,7 @@ class TrainCommand:
     """Train the policy on one rollout batch (attempts.parquet) with CAL-GRPO.
 
     Writes OUTPUT/model (loadable by rollout), OUTPUT/trainer.pt (optimizer and scheduler, for
-    --resume-from in the next round), metrics.json, and a manifest written last.
+    --resume-from in the next round), state.json (the round's metrics), and a manifest written last.
     """
 
     attempts: Path
