@@ -23,14 +23,19 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def build_manifest(folder: Path) -> dict:
+    """``{"version": 1, "files": {relative path: {"size", "sha256"}}}`` for every file but the manifest."""
+    files = {
+        p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": sha256_file(p)}
+        for p in sorted(Path(folder).rglob("*"))
+        if p.is_file() and p.name != MANIFEST and not p.name.startswith(MANIFEST + ".")
+    }
+    return {"version": 1, "files": files}
+
+
 def write_manifest(folder: Path) -> dict:
     """Hash every file under ``folder`` and write the manifest atomically (rename into place)."""
-    files = {
-        str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": sha256_file(p)}
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != MANIFEST
-    }
-    manifest = {"version": 1, "files": files}
+    manifest = build_manifest(folder)
     temporary = folder / (MANIFEST + ".tmp")
     temporary.write_text(json.dumps(manifest, indent=1, sort_keys=True))
     with open(temporary, "rb") as handle:

@@ -1,0 +1,191 @@
+"""One way to read and write files and folders at local paths or ``s3://bucket/key`` URIs.
+
+S3 goes through boto3 with its standard configuration chain (``AWS_ENDPOINT_URL``,
+``AWS_REGION``/``AWS_DEFAULT_REGION``, ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, profiles),
+retries with exponential backoff, multipart transfers above 16 MiB and streamed downloads.
+
+Folders (datasets, checkpoints, models) are *published*: every file first, ``manifest.json``
+(relative paths, sizes, sha256) last. Readers *fetch* only published folders and check every hash,
+so a reader never sees half an output. Errors name the URI and the S3 error code, never a credential.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from calgrpo.errors import CalgrpoError
+from calgrpo.manifest import MANIFEST, build_manifest, sha256_file
+
+log = logging.getLogger(__name__)
+
+MULTIPART_BYTES = 16 << 20
+
+
+class StorageError(CalgrpoError):
+    """A read or write failed (after retries)."""
+
+
+class IncompleteOutputError(StorageError):
+    """A folder has no manifest: it is still being written, or its writer died."""
+
+
+class IntegrityError(StorageError):
+    """A file does not match its manifest entry."""
+
+
+def is_s3(uri: str | Path) -> bool:
+    return str(uri).startswith("s3://")
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    """``s3://bucket/a/b`` -> (``bucket``, ``a/b``)."""
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if not bucket:
+        raise StorageError(f"s3 URI {uri!r} has no bucket; expected s3://bucket/key")
+    return bucket, key
+
+
+def join(uri: str, *parts: str) -> str:
+    """Join path parts onto a local path or an s3:// URI."""
+    if is_s3(uri):
+        return "/".join([uri.rstrip("/"), *(p.strip("/") for p in parts)])
+    return str(Path(uri, *parts))
+
+
+def s3_client(max_attempts: int = 6, connect_timeout: float = 5.0, read_timeout: float = 60.0):
+    """A boto3 S3 client with retries and timeouts; endpoint and credentials from the environment."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        retries={"max_attempts": max_attempts, "mode": "standard"},  # exponential backoff with jitter
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        s3={"addressing_style": "path"},  # works with AWS and with local servers alike
+    )
+    return boto3.client("s3", config=config)
+
+
+def _transfer_config():
+    from boto3.s3.transfer import TransferConfig
+
+    return TransferConfig(multipart_threshold=MULTIPART_BYTES, multipart_chunksize=MULTIPART_BYTES)
+
+
+def _wrap(error: Exception, action: str, uri: str) -> StorageError:
+    code = getattr(error, "response", {}).get("Error", {}).get("Code") if hasattr(error, "response") else None
+    hints = {
+        "SignatureDoesNotMatch": "the secret key is wrong",
+        "InvalidAccessKeyId": "the access key is unknown to this server",
+        "AccessDenied": "these credentials may not do this",
+        "NoSuchBucket": "the bucket does not exist",
+        "NoSuchKey": "no object at this key",
+        "404": "no object at this key",
+    }
+    detail = f"{code}: {hints.get(code, 'see the server log')}" if code else type(error).__name__
+    return StorageError(f"{action} {uri} failed ({detail})")
+
+
+def upload_file(local: str | Path, uri: str, client=None) -> None:
+    """Copy a local file to ``uri`` (multipart above 16 MiB)."""
+    if not is_s3(uri):
+        Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(local, uri)
+        return
+    bucket, key = split_s3(uri)
+    try:
+        (client or s3_client()).upload_file(str(local), bucket, key, Config=_transfer_config())
+    except Exception as exc:  # boto3 raises many types; all become one clear error
+        raise _wrap(exc, "upload to", uri) from None
+
+
+def download_file(uri: str, local: str | Path, client=None) -> None:
+    """Copy ``uri`` to a local file, streamed in parts."""
+    Path(local).parent.mkdir(parents=True, exist_ok=True)
+    if not is_s3(uri):
+        shutil.copyfile(uri, local)
+        return
+    bucket, key = split_s3(uri)
+    try:
+        (client or s3_client()).download_file(bucket, key, str(local), Config=_transfer_config())
+    except Exception as exc:
+        raise _wrap(exc, "download of", uri) from None
+
+
+def read_bytes(uri: str, client=None) -> bytes:
+    if not is_s3(uri):
+        return Path(uri).read_bytes()
+    bucket, key = split_s3(uri)
+    try:
+        return (client or s3_client()).get_object(Bucket=bucket, Key=key)["Body"].read()
+    except Exception as exc:
+        raise _wrap(exc, "read of", uri) from None
+
+
+def write_bytes(uri: str, data: bytes, client=None) -> None:
+    if not is_s3(uri):
+        Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        Path(uri).write_bytes(data)
+        return
+    bucket, key = split_s3(uri)
+    try:
+        (client or s3_client()).put_object(Bucket=bucket, Key=key, Body=data)
+    except Exception as exc:
+        raise _wrap(exc, "write to", uri) from None
+
+
+def exists(uri: str, client=None) -> bool:
+    if not is_s3(uri):
+        return Path(uri).exists()
+    bucket, key = split_s3(uri)
+    try:
+        (client or s3_client()).head_object(Bucket=bucket, Key=key)
+        return True
+    except Exception as exc:
+        if getattr(exc, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise _wrap(exc, "lookup of", uri) from None
+
+
+def publish_folder(local: str | Path, uri: str) -> dict:
+    """Publish a local folder at ``uri``: every file, then ``manifest.json`` last; returns the manifest."""
+    local = Path(local)
+    manifest = build_manifest(local)
+    client = s3_client() if is_s3(uri) else None
+    if not is_s3(uri) and Path(uri).resolve() == local.resolve():
+        raise StorageError(f"cannot publish {local} onto itself")
+    for name in manifest["files"]:
+        upload_file(local / name, join(uri, name), client)
+    write_bytes(join(uri, MANIFEST), json.dumps(manifest, indent=1, sort_keys=True).encode(), client)
+    log.info("published %d files to %s", len(manifest["files"]), uri)
+    return manifest
+
+
+def fetch_folder(uri: str, local: str | Path) -> Path:
+    """Download a published folder into ``local`` and verify every file against the manifest."""
+    client = s3_client() if is_s3(uri) else None
+    manifest_uri = join(uri, MANIFEST)
+    if not exists(manifest_uri, client):
+        raise IncompleteOutputError(f"{uri} has no {MANIFEST}: it is unfinished or not a calgrpo output")
+    manifest = json.loads(read_bytes(manifest_uri, client))
+    local = Path(local)
+    local.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".fetch-", dir=local.parent))  # same filesystem: atomic rename
+    try:
+        for name, entry in manifest["files"].items():
+            target = staging / name
+            download_file(join(uri, name), target, client)
+            if target.stat().st_size != entry["size"] or sha256_file(target) != entry["sha256"]:
+                raise IntegrityError(f"{join(uri, name)} does not match its manifest (size or sha256)")
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        if local.exists():
+            shutil.rmtree(local)
+        os.replace(staging, local)  # the folder appears whole or not at all
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return local
