@@ -238,6 +238,65 @@ def run_verify_command(config: VerifyCommand) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class S3ServeCommand:
+    """Run the embedded S3 server (SeaweedFS) on loopback until interrupted.
+
+    Prints the environment (AWS_ENDPOINT_URL and generated credentials) that points boto3 and
+    calgrpo at it, as shell exports on stdout (or JSON with --json).
+    """
+
+    dir: Path = Path("runs/s3")
+    """Data directory (kept across restarts; credentials are new each time)."""
+    bucket: str = "calgrpo"
+    """Bucket created on start."""
+    json: bool = False
+    """Print the environment as JSON instead of shell exports."""
+
+
+@dataclass(frozen=True)
+class S3PublishCommand:
+    """Publish a local folder (a model, a dataset) at a local path or s3:// URI, manifest written last."""
+
+    source: Path
+    """Local folder to publish."""
+    destination: str
+    """Target folder: local path or s3://bucket/prefix."""
+
+
+def run_s3_serve(config: S3ServeCommand) -> int:
+    import signal
+    import threading
+
+    from calgrpo.storage.embedded import EmbeddedS3
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with EmbeddedS3(config.dir, bucket=config.bucket) as server:
+        env = server.env()
+        if config.json:
+            print(
+                json.dumps({**env, "bucket": config.bucket, "startup_s": round(server.startup_s, 3)}),
+                flush=True,
+            )
+        else:
+            print("".join(f"export {k}={v}\n" for k, v in env.items()), end="", flush=True)
+        log.info("embedded S3 serving s3://%s at %s; Ctrl-C stops it", config.bucket, server.endpoint)
+        stop.wait()
+    return 0
+
+
+def run_s3_publish(config: S3PublishCommand) -> int:
+    from calgrpo.storage import publish_folder
+
+    if not config.source.is_dir():
+        raise ConfigError(f"source {config.source} is not a folder")
+    manifest = publish_folder(config.source, config.destination)
+    print(json.dumps({"published": config.destination, "files": len(manifest["files"])}))
+    return 0
+
+
 def run_problems(config: ProblemsCommand) -> int:
     from calgrpo.io import write_problems
     from calgrpo.tasks import get_task
@@ -347,12 +406,16 @@ COMMANDS: dict[str, tuple[type, Callable[[Any], int]]] = {
     "verify": (VerifyCommand, run_verify_command),
     "train": (TrainCommand, run_train_command),
     "learn": (LearnConfig, run_learn_command),
+    "s3-serve": (S3ServeCommand, run_s3_serve),
+    "s3-publish": (S3PublishCommand, run_s3_publish),
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``calgrpo`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) >= 2 and argv[0] == "s3" and not argv[1].startswith("-"):
+        argv = [f"s3-{argv[1]}", *argv[2:]]  # `calgrpo s3 serve` is `calgrpo s3-serve`
     debug = "--debug" in argv
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.INFO,

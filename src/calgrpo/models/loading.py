@@ -1,7 +1,8 @@
 """Load a policy (causal LM + tokenizer) from a Hugging Face id, a local folder or an s3:// prefix.
 
-``s3://bucket/prefix`` folders are downloaded once into a cache keyed by the URI and the objects'
-ETags, so a changed model is fetched again and an unchanged one is not. Endpoint, region and
+``s3://bucket/prefix`` folders must be published with a manifest (``calgrpo s3 publish``); they are
+fetched once, every file checked against its sha256, into a cache keyed by the URI and the
+manifest, so a changed model is fetched again and an unchanged one is not. Endpoint, region and
 credentials come from the standard AWS environment/config (``AWS_ENDPOINT_URL`` for a local S3).
 """
 
@@ -65,32 +66,20 @@ def load_policy(
 
 
 def download_s3_folder(uri: str, cache_root: Path) -> Path:
-    """Download every object under ``s3://bucket/prefix/`` into the cache; returns the local folder."""
-    import boto3
+    """Fetch a published model folder (manifest verified) into a cache keyed by its manifest."""
 
-    bucket, _, prefix = uri[len("s3://") :].partition("/")
-    if not bucket:
-        raise InvalidInputError(f"s3 URI {uri!r} has no bucket; expected s3://bucket/prefix")
-    prefix = prefix.rstrip("/") + "/" if prefix else ""
-    client = boto3.client("s3")
-    objects = []
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        objects.extend(page.get("Contents", []))
-    if not objects:
-        raise InvalidInputError(f"no objects under {uri}")
-    fingerprint = hashlib.sha256(
-        (uri + "".join(f"{o['Key']}:{o['ETag']}" for o in sorted(objects, key=lambda o: o["Key"]))).encode()
-    ).hexdigest()[:16]
-    target = cache_root / fingerprint
-    if (target / ".complete").exists():
+    from calgrpo.manifest import MANIFEST, is_complete
+    from calgrpo.storage.core import IncompleteOutputError, fetch_folder, join, read_bytes
+
+    try:
+        manifest = read_bytes(join(uri, MANIFEST))
+    except Exception as exc:
+        raise IncompleteOutputError(
+            f"{uri} has no readable {MANIFEST}; publish model folders with `calgrpo s3 publish` ({exc})"
+        ) from None
+    target = cache_root / hashlib.sha256(uri.encode() + manifest).hexdigest()[:16]
+    if is_complete(target):
         return target
-    for obj in objects:
-        relative = obj["Key"][len(prefix) :]
-        if not relative or relative.endswith("/"):
-            continue
-        local = target / relative
-        local.parent.mkdir(parents=True, exist_ok=True)
-        client.download_file(bucket, obj["Key"], str(local))
-    (target / ".complete").write_text(uri + "\n")  # written last: a partial download is fetched again
-    log.info("downloaded %s to %s", uri, target)
+    fetch_folder(uri, target)
+    log.info("fetched %s into %s", uri, target)
     return target
