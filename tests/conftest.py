@@ -33,3 +33,22 @@ def tiny_policy(tiny_policy_folder):
     policy = load_policy(str(tiny_policy_folder))
     policy.model.eval()
     return policy
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    """One embedded SeaweedFS S3 server (loopback, generated credentials) for the test session."""
+    from calgrpo.storage.embedded import EmbeddedS3
+
+    with EmbeddedS3(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    """Point boto3 at the session's embedded server for one test; yields a unique s3:// prefix."""
+    import secrets
+
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    yield f"s3://{s3_server.bucket}/test-{secrets.token_hex(4)}"

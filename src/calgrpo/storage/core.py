@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 from calgrpo.errors import CalgrpoError
@@ -57,18 +58,32 @@ def join(uri: str, *parts: str) -> str:
     return str(Path(uri, *parts))
 
 
+_CLIENTS: dict[tuple, object] = {}
+_CLIENTS_LOCK = threading.Lock()
+_ENV_KEYS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+             "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE")  # fmt: skip
+
+
 def s3_client(max_attempts: int = 6, connect_timeout: float = 5.0, read_timeout: float = 60.0):
-    """A boto3 S3 client with retries and timeouts; endpoint and credentials from the environment."""
+    """A boto3 S3 client with retries and timeouts; endpoint and credentials from the environment.
+
+    A fresh boto3 session per distinct environment: boto3's default session caches the credentials
+    it first saw, which would ignore a later change of AWS_* variables.
+    """
     import boto3
     from botocore.config import Config
 
-    config = Config(
-        retries={"max_attempts": max_attempts, "mode": "standard"},  # exponential backoff with jitter
-        connect_timeout=connect_timeout,
-        read_timeout=read_timeout,
-        s3={"addressing_style": "path"},  # works with AWS and with local servers alike
-    )
-    return boto3.client("s3", config=config)
+    key = (tuple(os.environ.get(k) for k in _ENV_KEYS), max_attempts, connect_timeout, read_timeout)
+    with _CLIENTS_LOCK:
+        if key not in _CLIENTS:
+            config = Config(
+                retries={"max_attempts": max_attempts, "mode": "standard"},  # exponential backoff, jitter
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+                s3={"addressing_style": "path"},  # works with AWS and with local servers alike
+            )
+            _CLIENTS[key] = boto3.session.Session().client("s3", config=config)
+        return _CLIENTS[key]
 
 
 def _transfer_config():
