@@ -389,6 +389,10 @@ def run_learn_command(config: LearnConfig) -> int:
     for label in ("before", "after"):
         print(f"{label:<8}" + "".join(f"{summary[label][k]:>8.3f}" for k in keys))
     print(f"final model: {summary['model']}")
+    if summary.get("published"):
+        published = summary["published"]
+        where = f" (embedded S3, data in {config.output / 's3'})" if published["embedded_s3"] else ""
+        print(f"published: {published['uri']}{where}")
     return 0
 
 

@@ -70,6 +70,10 @@ class LearnConfig:
     """Print the summary as JSON on stdout instead of a before/after table."""
     threads: int | None = None
     """CPU threads for torch (default: torch's choice)."""
+    publish: str | None = None
+    """Also publish the final model here (local path or s3://bucket/prefix, manifest written last).
+    For s3:// with no S3 endpoint or credentials configured, an embedded server (SeaweedFS on
+    loopback, data in OUTPUT/s3) runs while publishing."""
 
     def __post_init__(self) -> None:
         positive = ("rounds", "prompts_per_round", "eval_problems", "eval_samples")

@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import json
 import logging
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -132,8 +133,10 @@ class LearnLoop:
         final = self.output / "model"
         self.policy.model.save_pretrained(final)
         self.policy.tokenizer.save_pretrained(final)
+        published = self._publish(final) if config.publish else None
         summary = {
             "config": config_to_json(config),
+            "published": published,
             "before": before,
             "after": after,
             "optimizer_steps": self.trainer.step,
@@ -141,6 +144,19 @@ class LearnLoop:
         }
         (self.output / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
         return summary
+
+    def _publish(self, folder: Path) -> dict[str, Any]:
+        """Publish the final model, check it by fetching it back, and say where it went."""
+        from calgrpo.storage import fetch_folder, publish_folder
+        from calgrpo.storage.embedded import s3_for
+
+        with s3_for(self.config.publish, self.output / "s3") as server:
+            manifest = publish_folder(folder, self.config.publish)
+            with tempfile.TemporaryDirectory(dir=self.output) as check:
+                fetch_folder(self.config.publish, Path(check) / "model")  # verifies every sha256
+            endpoint = server.endpoint if server is not None else None
+        log.info("published the final model to %s (%d files)", self.config.publish, len(manifest["files"]))
+        return {"uri": self.config.publish, "files": len(manifest["files"]), "embedded_s3": endpoint}
 
     def _resume_or_start(self) -> tuple[int, dict[str, float]]:
         if self.config.resume:

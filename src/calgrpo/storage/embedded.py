@@ -7,6 +7,7 @@ no S3 endpoint is configured, and by the tests (one server per test session).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -162,3 +163,36 @@ class EmbeddedS3:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+
+def s3_configured() -> bool:
+    """Whether the environment names an S3 endpoint or credentials (then no embedded server is needed)."""
+    keys = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_PROFILE")
+    return any(os.environ.get(key) for key in keys)
+
+
+@contextlib.contextmanager
+def s3_for(uri: str, data_dir: str | Path):
+    """Make ``uri`` reachable: for an s3:// URI with no S3 configured, run an embedded server meanwhile.
+
+    The server's endpoint and credentials are put in ``os.environ`` for the duration (this is meant
+    for process-level entry points such as ``calgrpo learn --publish``) and removed afterwards.
+    Its data stays in ``data_dir``; ``calgrpo s3 serve --dir DATA_DIR`` serves it again later.
+    """
+    from calgrpo.storage.core import is_s3, split_s3
+
+    if not is_s3(uri) or s3_configured():
+        yield None
+        return
+    bucket, _ = split_s3(uri)
+    with EmbeddedS3(data_dir, bucket=bucket) as server:
+        saved = {key: os.environ.get(key) for key in server.env()}
+        os.environ.update(server.env())
+        try:
+            yield server
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
