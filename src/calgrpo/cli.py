@@ -18,6 +18,7 @@ from typing import Any
 import tyro
 
 from calgrpo.errors import CalgrpoError, ConfigError, UnknownNameError
+from calgrpo.ingest.pipeline import IngestConfig
 from calgrpo.learn import LearnConfig
 from calgrpo.rollout.config import RolloutConfig
 from calgrpo.sandbox.config import SandboxConfig
@@ -297,6 +298,19 @@ def run_s3_publish(config: S3PublishCommand) -> int:
     return 0
 
 
+def run_ingest(config: IngestConfig) -> int:
+    from calgrpo.ingest.pipeline import ValidationFailed, ingest
+
+    try:
+        card = ingest(config)
+    except ValidationFailed as failed:
+        print(failed.report.to_text(), file=sys.stderr, end="")
+        print(f"calgrpo: nothing was published at {config.output}", file=sys.stderr)
+        return 1
+    print(json.dumps(card))
+    return 0
+
+
 def run_problems(config: ProblemsCommand) -> int:
     from calgrpo.io import write_problems
     from calgrpo.tasks import get_task
@@ -405,6 +419,7 @@ def _set_threads(threads: int | None) -> None:
 
 COMMANDS: dict[str, tuple[type, Callable[[Any], int]]] = {
     "check-estimator": (CheckEstimatorConfig, run_check_estimator),
+    "ingest": (IngestConfig, run_ingest),
     "problems": (ProblemsCommand, run_problems),
     "rollout": (RolloutCommand, run_rollout_command),
     "verify": (VerifyCommand, run_verify_command),
@@ -421,11 +436,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(argv) >= 2 and argv[0] == "s3" and not argv[1].startswith("-"):
         argv = [f"s3-{argv[1]}", *argv[2:]]  # `calgrpo s3 serve` is `calgrpo s3-serve`
     debug = "--debug" in argv
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO,
-        stream=sys.stderr,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    # Our own logs at INFO; libraries (Great Expectations, boto, transformers) only warn.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    log.setLevel(logging.DEBUG if debug else logging.INFO)
     # Library progress goes through calgrpo.progress; silence the per-file bars of model loading.
     import os
 

@@ -1,0 +1,1 @@
+"""Dataset ingestion: read raw formats, normalise to the problem schema, validate, publish."""

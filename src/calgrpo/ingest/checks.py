@@ -1,0 +1,82 @@
+"""Per-row facts the expectations test: does the answer parse, do the tests compile, does the
+canonical solution pass its own tests. Computed here, judged by Great Expectations (validate.py).
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import Any
+
+from calgrpo.tasks.gsm8k import extract_gold
+
+
+def gsm8k_answer_ok(answer: str | None) -> bool:
+    return bool(answer) and "####" in answer and extract_gold(answer) is not None
+
+
+def math_answer_parses(answer: str) -> bool:
+    """math-verify finds an expression in the gold answer (runs in a killable worker)."""
+    from math_verify import parse
+
+    if not answer or not answer.strip():
+        return False
+    text = answer if ("$" in answer or "\\boxed" in answer) else f"${answer}$"
+    return bool(parse(text))
+
+
+def code_checks(row: dict[str, Any]) -> dict[str, str]:
+    """``tests_compile`` and ``tests_shape`` ("check" defined / asserts present) as "ok" or a reason."""
+    fmt = (row.get("meta") or {}).get("format", "humaneval")
+    try:
+        tree = ast.parse(row.get("tests") or "")
+    except SyntaxError as exc:
+        return {"tests_compile": f"SyntaxError line {exc.lineno}: {exc.msg}", "tests_shape": "n/a"}
+    if fmt == "humaneval":
+        has = any(isinstance(node, ast.FunctionDef) and node.name == "check" for node in ast.walk(tree))
+        shape = "ok" if has else "tests do not define check(candidate)"
+        if not (row.get("meta") or {}).get("entry_point"):
+            shape = "meta.entry_point missing"
+    elif fmt == "mbpp":
+        shape = (
+            "ok"
+            if any(isinstance(node, ast.Assert) for node in ast.walk(tree))
+            else "tests contain no assert"
+        )
+    else:
+        shape = f"unknown code format {fmt!r}"
+    return {"tests_compile": "ok", "tests_shape": shape}
+
+
+def add_row_checks(rows: list[dict[str, Any]], check_canonical: bool, workers: int | None) -> None:
+    """Add the derived columns in place (each row gets every column; "n/a" where it does not apply)."""
+    from calgrpo.tasks.base import Problem
+    from calgrpo.tasks.code import CodeTask
+    from calgrpo.workers import TimeoutPool
+
+    for row in rows:
+        row.update({"answer_ok": "n/a", "tests_compile": "n/a", "tests_shape": "n/a", "canonical": "n/a"})
+        if row["task"] == "gsm8k":
+            row["answer_ok"] = "ok" if gsm8k_answer_ok(row["answer"]) else "no '#### <number>' in the answer"
+        elif row["task"] == "code":
+            row.update(code_checks(row))
+    math_rows = [row for row in rows if row["task"] == "math"]
+    if math_rows:
+        pool = TimeoutPool(math_answer_parses, workers or 2, timeout_s=10.0)
+        try:
+            outcomes = pool.map([row["answer"] or "" for row in math_rows])
+        finally:
+            pool.close()
+        for row, outcome in zip(math_rows, outcomes, strict=True):
+            row["answer_ok"] = "ok" if outcome.value else "math-verify cannot parse the answer"
+    canonical = [r for r in rows if r["task"] == "code" and r["answer"] and r["tests_compile"] == "ok"
+                 and r["tests_shape"] == "ok" and check_canonical]  # fmt: skip
+    if canonical:
+        task = CodeTask(workers=workers)
+        problems = [Problem(id=r.get("id") or "", task="code", prompt=r["prompt"], answer=r["answer"],
+                            tests=r["tests"], meta=r["meta"]) for r in canonical]  # fmt: skip
+        # HumanEval solutions are bodies that follow the prompt; MBPP solutions are whole programs.
+        verdicts = task.verify_many(problems, [r["answer"] for r in canonical])
+        for row, verdict in zip(canonical, verdicts, strict=True):
+            row["canonical"] = (
+                "ok" if verdict.correct else f"canonical solution fails its tests ({verdict.detail})"
+            )

@@ -1,0 +1,130 @@
+"""Per-format mapping of raw records to the problem schema (id, task, prompt, answer, tests, meta).
+
+Formats: ``gsm8k`` (question/answer), ``math`` (problem/solution, optional answer/level/type),
+``humaneval`` (task_id/prompt/canonical_solution/test/entry_point), ``mbpp``
+(task_id/text/code/test_list, optional test_imports/test_setup_code), and ``jsonl``/``parquet``
+already in the problem schema (task/prompt/answer, optional id/tests/meta).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+from calgrpo.errors import InvalidInputError
+from calgrpo.registry import Registry
+
+Normalizer = Callable[[dict[str, Any]], dict[str, Any]]
+FORMATS: Registry[tuple[tuple[str, ...], Normalizer]] = Registry("input format")
+"""Format name -> (required raw fields, normaliser)."""
+
+
+def register_format(name: str, required: tuple[str, ...]):
+    def add(fn: Normalizer) -> Normalizer:
+        FORMATS.add(name, (required, fn))
+        return fn
+
+    return add
+
+
+def normalized_prompt(prompt: str) -> str:
+    """What counts as "the same problem": case and whitespace ignored."""
+    return " ".join(str(prompt).lower().split())
+
+
+def content_id(task: str, prompt: str) -> str:
+    """A stable id from the task and the normalised prompt."""
+    return f"{task}-{hashlib.sha256(normalized_prompt(prompt).encode()).hexdigest()[:16]}"
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` (balanced braces), or None."""
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return None
+    depth, begin = 0, start + len("\\boxed{")
+    for i in range(begin, len(text)):
+        if text[i] == "{":
+            depth += 1
+        elif text[i] == "}":
+            if depth == 0:
+                return text[begin:i]
+            depth -= 1
+    return None
+
+
+@register_format("gsm8k", ("question", "answer"))
+def _gsm8k(raw: dict) -> dict:
+    return {"task": "gsm8k", "prompt": raw["question"], "answer": raw["answer"], "tests": "", "meta": {}}
+
+
+@register_format("math", ("problem",))
+def _math(raw: dict) -> dict:
+    answer = raw.get("answer") or last_boxed(str(raw.get("solution") or "")) or ""
+    meta = {k: raw[k] for k in ("level", "type", "subject") if raw.get(k) is not None}
+    return {"task": "math", "prompt": raw["problem"], "answer": answer, "tests": "", "meta": meta}
+
+
+@register_format("humaneval", ("prompt", "test", "entry_point"))
+def _humaneval(raw: dict) -> dict:
+    meta = {"format": "humaneval", "entry_point": raw["entry_point"]}
+    if raw.get("task_id") is not None:
+        meta["source_id"] = str(raw["task_id"])
+    return {"task": "code", "prompt": raw["prompt"], "answer": raw.get("canonical_solution") or "",
+            "tests": raw["test"], "meta": meta}  # fmt: skip
+
+
+@register_format("mbpp", ("text", "test_list"))
+def _mbpp(raw: dict) -> dict:
+    tests = list(raw["test_list"]) if isinstance(raw["test_list"], (list, tuple)) else [str(raw["test_list"])]
+    prompt = f"{raw['text']}\nYour code should pass these tests:\n" + "\n".join(tests[:1])
+    meta = {"format": "mbpp", "test_imports": list(raw.get("test_imports") or []),
+            "test_setup_code": raw.get("test_setup_code") or ""}  # fmt: skip
+    if raw.get("task_id") is not None:
+        meta["source_id"] = str(raw["task_id"])
+    return {
+        "task": "code",
+        "prompt": prompt,
+        "answer": raw.get("code") or "",
+        "tests": "\n".join(tests),
+        "meta": meta,
+    }
+
+
+def _schema(raw: dict) -> dict:
+    meta = raw.get("meta") or {}
+    if isinstance(meta, str):
+        meta = json.loads(meta) if meta.strip() else {}
+    row = {"task": raw["task"], "prompt": raw["prompt"], "answer": raw["answer"]}
+    row.update({"tests": raw.get("tests") or "", "meta": meta})
+    if raw.get("id") is not None:
+        row["id"] = str(raw["id"])
+    return row
+
+
+register_format("jsonl", ("task", "prompt", "answer"))(_schema)
+FORMATS.add("parquet", (("task", "prompt", "answer"), _schema))
+
+
+def normalize(records: list[dict[str, Any]], fmt: str) -> list[dict[str, Any]]:
+    """Map raw records to problem rows (ids not yet assigned unless the source gave them).
+
+    Raises InvalidInputError naming the missing fields when a record does not have the format's
+    required fields (the usual sign of a wrong ``--format``).
+    """
+    required, fn = FORMATS.get(fmt)
+    rows = []
+    for number, raw in enumerate(records, start=1):
+        missing = [field for field in required if field not in raw]
+        if missing:
+            raise InvalidInputError(
+                f"record {number} lacks {missing} required by --format {fmt} (it has {sorted(raw)[:8]}); "
+                f"is the format right? choices: {', '.join(FORMATS.names())}"
+            )
+        row = fn(raw)
+        row["prompt"] = None if row["prompt"] is None else str(row["prompt"])
+        row["answer"] = None if row["answer"] is None else str(row["answer"])
+        rows.append(row)
+    return rows
