@@ -437,7 +437,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = [f"s3-{argv[1]}", *argv[2:]]  # `calgrpo s3 serve` is `calgrpo s3-serve`
     debug = "--debug" in argv
     # Our own logs at INFO; libraries (Great Expectations, boto, transformers) only warn.
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
     log.setLevel(logging.DEBUG if debug else logging.INFO)
     # Library progress goes through calgrpo.progress; silence the per-file bars of model loading.
     import os
