@@ -99,13 +99,32 @@ def test_learn_rejects_mismatched_temperatures(tmp_path) -> None:
 def test_learn_publishes_to_an_embedded_s3_when_none_is_configured(tmp_path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     result = subprocess.run(
-        [sys.executable, "-m", "calgrpo.cli", "learn", "--output", str(tmp_path / "run"), *TINY_RUN,
-         "--rounds", "2", "--checkpoint-every", "0", "--publish", "s3://calgrpo/models/guess"],
-        capture_output=True, text=True, timeout=300, check=False, env={**env, "OMP_NUM_THREADS": "1"},
+        [
+            sys.executable,
+            "-m",
+            "calgrpo.cli",
+            "learn",
+            "--output",
+            str(tmp_path / "run"),
+            *TINY_RUN,
+            "--rounds",
+            "2",
+            "--checkpoint-every",
+            "0",
+            "--publish",
+            "s3://calgrpo/models/guess",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**env, "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr
     published = json.loads(result.stdout)["published"]
-    assert published["uri"] == "s3://calgrpo/models/guess" and published["embedded_s3"].startswith("http://127.0.0.1:")
+    assert published["uri"] == "s3://calgrpo/models/guess" and published["embedded_s3"].startswith(
+        "http://127.0.0.1:"
+    )
     # The data outlives the server: serve it again (new credentials) and load the model from it.
     from calgrpo.models.loading import load_policy
     from calgrpo.storage.embedded import s3_for

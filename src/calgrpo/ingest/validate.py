@@ -69,7 +69,11 @@ def _suites(max_prompt_chars: int, tasks: list[str]):
 def validate(frame, max_prompt_chars: int = 20000) -> ValidationReport:
     """Run the suites over ``frame`` (the normalised rows plus the derived check columns)."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    import logging
+
     import great_expectations as gx
+
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)  # it logs every context at INFO
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     from calgrpo.tasks import TASKS

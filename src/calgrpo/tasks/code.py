@@ -39,7 +39,15 @@ def build_program(problem: Problem, completion: str) -> str:
 
 def test_setup(problem: Problem) -> str:
     if problem.meta.get("format", "humaneval") == "humaneval":
-        return problem.prompt  # trusted: it may define helpers the tests use
+        # Trusted: it may define helpers the tests use. A prompt that ends in a bare signature
+        # (no docstring) is not valid on its own; give the stub a body.
+        for candidate in (problem.prompt, problem.prompt + "    pass\n"):
+            try:
+                compile(candidate, "<prompt>", "exec")
+                return candidate
+            except SyntaxError:
+                continue
+        return ""
     imports = "\n".join(problem.meta.get("test_imports") or [])
     return f"{imports}\n{problem.meta.get('test_setup_code') or ''}"
 

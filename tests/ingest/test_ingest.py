@@ -1,0 +1,224 @@
+"""`calgrpo ingest`: real GSM8K from disk and from the embedded S3, and every malformed input refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from calgrpo.errors import InvalidInputError
+from calgrpo.ingest.pipeline import IngestConfig, ValidationFailed, ingest
+from calgrpo.manifest import is_complete
+from calgrpo.storage import fetch_folder, upload_file
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "gsm8k"
+
+
+def _jsonl(path: Path, rows: list) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def _problem(task="gsm8k", prompt="What is 2+2?", answer="2+2=4\n#### 4", **extra) -> dict:
+    return {"task": task, "prompt": prompt, "answer": answer, **extra}
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_gsm8k_splits_from_local_disk(tmp_path, split) -> None:
+    expected = {"train": 7473, "test": 1319}[split]
+    card = ingest(
+        IngestConfig(
+            format="gsm8k",
+            input=str(SHARED / f"{split}.jsonl"),
+            output=str(tmp_path / "out"),
+            eval_fraction=0.1,
+        )
+    )
+    assert card["records_read"] == expected and card["published"] + card["duplicates_dropped"] == expected
+    assert is_complete(tmp_path / "out")
+    frame = pd.read_parquet(tmp_path / "out" / "problems.parquet")
+    assert len(frame) == card["published"] and frame["id"].is_unique
+    assert set(frame["task"]) == {"gsm8k"}
+    train, evaluation = (pd.read_parquet(tmp_path / "out" / f"{s}.parquet") for s in ("train", "eval"))
+    assert len(train) + len(evaluation) == len(frame)
+    assert 0.07 < len(evaluation) / len(frame) < 0.13
+    assert (
+        json.loads((tmp_path / "out" / "dataset_card.json").read_text())["content_hash"]
+        == card["content_hash"]
+    )
+
+
+def test_gsm8k_from_and_to_the_embedded_s3(s3_env, tmp_path) -> None:
+    upload_file(SHARED / "test.jsonl", f"{s3_env}/raw/test.jsonl")
+    card = ingest(
+        IngestConfig(format="gsm8k", input=f"{s3_env}/raw/test.jsonl", output=f"{s3_env}/datasets/gsm8k")
+    )
+    local = fetch_folder(f"{s3_env}/datasets/gsm8k", tmp_path / "fetched")
+    assert len(pd.read_parquet(local / "problems.parquet")) == card["published"] == 1319
+    again = ingest(
+        IngestConfig(format="gsm8k", input=str(SHARED / "test.jsonl"), output=str(tmp_path / "local"))
+    )
+    assert again["content_hash"] == card["content_hash"]  # same data, same ids, same hash
+
+
+def test_dedupe_ids_and_deterministic_split(tmp_path) -> None:
+    rows = [_problem(prompt="What is 2+2?"), _problem(prompt="  what IS 2+2? "), _problem(prompt="What is 3+3?",
+            answer="#### 6")]  # fmt: skip
+    source = _jsonl(tmp_path / "in.jsonl", rows)
+    first = ingest(IngestConfig(format="jsonl", input=source, output=str(tmp_path / "a"), eval_fraction=0.5))
+    second = ingest(IngestConfig(format="jsonl", input=source, output=str(tmp_path / "b"), eval_fraction=0.5))
+    assert first["duplicates_dropped"] == 1 and first["published"] == 2
+    a, b = (pd.read_parquet(tmp_path / x / "problems.parquet") for x in ("a", "b"))
+    assert a[["id", "split"]].equals(b[["id", "split"]])
+    assert all(i.startswith("gsm8k-") for i in a["id"])
+
+
+def _refused(tmp_path, fmt: str, source: str, match: str, error=ValidationFailed) -> None:
+    with pytest.raises(error, match=match):
+        ingest(IngestConfig(format=fmt, input=source, output=str(tmp_path / "out")))
+    assert not (tmp_path / "out").exists()  # nothing published
+
+
+def test_missing_columns(tmp_path) -> None:
+    _refused(
+        tmp_path,
+        "jsonl",
+        _jsonl(tmp_path / "in.jsonl", [{"task": "gsm8k", "prompt": "q"}]),
+        r"record 1 lacks \['answer'\]",
+        InvalidInputError,
+    )
+
+
+def test_nulls(tmp_path) -> None:
+    _refused(
+        tmp_path,
+        "jsonl",
+        _jsonl(tmp_path / "in.jsonl", [_problem(), _problem(prompt=None)]),
+        r"expect_column_values_to_not_be_null on column 'prompt'",
+    )
+
+
+def test_duplicate_ids(tmp_path) -> None:
+    rows = [_problem(id="p1"), _problem(id="p1", prompt="Another question?", answer="#### 1")]
+    _refused(
+        tmp_path,
+        "jsonl",
+        _jsonl(tmp_path / "in.jsonl", rows),
+        r"expect_column_values_to_be_unique on column 'id'",
+    )
+
+
+def test_non_utf8_bytes(tmp_path) -> None:
+    (tmp_path / "in.jsonl").write_bytes(
+        json.dumps(_problem()).encode() + b"\n" + b'{"task": "gsm8k", "prompt": "\xff\xfe"}\n'
+    )
+    _refused(
+        tmp_path, "jsonl", str(tmp_path / "in.jsonl"), "line 2: bytes that are not UTF-8", InvalidInputError
+    )
+
+
+def test_truncated_jsonl_line(tmp_path) -> None:
+    (tmp_path / "in.jsonl").write_text(json.dumps(_problem()) + "\n" + json.dumps(_problem())[:25] + "\n")
+    _refused(tmp_path, "jsonl", str(tmp_path / "in.jsonl"), "line 2: not valid JSON", InvalidInputError)
+
+
+def test_empty_file(tmp_path) -> None:
+    (tmp_path / "in.jsonl").write_text("\n")
+    _refused(tmp_path, "jsonl", str(tmp_path / "in.jsonl"), "in.jsonl is empty", InvalidInputError)
+
+
+def test_wrong_format_flag(tmp_path) -> None:
+    _refused(
+        tmp_path,
+        "humaneval",
+        str(SHARED / "test.jsonl"),
+        r"required by --format humaneval .* is the format right",
+        InvalidInputError,
+    )
+
+
+def test_code_that_does_not_compile(tmp_path) -> None:
+    rows = [{"task_id": "t/1", "prompt": "def f(x):\n", "canonical_solution": "    return x\n",
+             "test": "def check(candidate):\n    assert candidate(1) == 1\n", "entry_point": "f"},
+            {"task_id": "t/2", "prompt": "def g(x):\n", "canonical_solution": "    return x\n",
+             "test": "def check(candidate)\n    assert candidate(1) == 1\n", "entry_point": "g"}]  # fmt: skip
+    _refused(
+        tmp_path,
+        "humaneval",
+        _jsonl(tmp_path / "in.jsonl", rows),
+        r"expect_column_values_to_be_in_set on column 'tests_compile'.*\n.*SyntaxError line 1",
+    )
+
+
+def test_gsm8k_answer_without_marker(tmp_path) -> None:
+    rows = [{"question": "2+2?", "answer": "#### 4"}, {"question": "3+3?", "answer": "It is six."}]
+    _refused(
+        tmp_path,
+        "gsm8k",
+        _jsonl(tmp_path / "in.jsonl", rows),
+        r"answer_ok.*\n.*no '#### <number>' in the answer",
+    )
+
+
+def test_wrong_canonical_solution_and_drop_invalid_quarantine(tmp_path) -> None:
+    good = {
+        "task_id": "t/1",
+        "prompt": "def f(x):\n",
+        "canonical_solution": "    return x * 2\n",
+        "test": "def check(candidate):\n    assert candidate(2) == 4\n",
+        "entry_point": "f",
+    }
+    bad = {
+        **good,
+        "task_id": "t/2",
+        "prompt": "def h(x):\n",
+        "entry_point": "h",
+        "canonical_solution": "    return x\n",
+    }
+    mbpp = {"task_id": 3, "text": "Write a function add(a, b).", "code": "def add(a, b):\n    return a + b\n",
+            "test_list": ["assert add(1, 2) == 3", "assert add(0, 0) == 0"]}  # fmt: skip
+    source = _jsonl(tmp_path / "in.jsonl", [good, bad])
+    _refused(tmp_path, "humaneval", source, "canonical solution fails its tests")
+    card = ingest(
+        IngestConfig(format="humaneval", input=source, output=str(tmp_path / "kept"), drop_invalid=True)
+    )
+    assert (card["published"], card["quarantined"], card["records_read"]) == (1, 1, 2)
+    quarantine = pd.read_parquet(tmp_path / "kept" / "quarantine.parquet")
+    assert json.loads(quarantine.loc[0, "reasons"]) == ["expect_column_values_to_be_in_set(canonical)"]
+    assert "FAILED" in (tmp_path / "kept" / "validation.txt").read_text()
+    mbpp_card = ingest(
+        IngestConfig(format="mbpp", input=_jsonl(tmp_path / "m.jsonl", [mbpp]), output=str(tmp_path / "m"))
+    )
+    assert mbpp_card["published"] == 1
+
+
+def test_math_answers_must_parse(tmp_path) -> None:
+    rows = [{"problem": "Half of one?", "solution": "It is $\\boxed{\\frac{1}{2}}$."},
+            {"problem": "Nothing?", "solution": "no boxed answer here"}]  # fmt: skip
+    _refused(tmp_path, "math", _jsonl(tmp_path / "in.jsonl", rows), "math-verify cannot parse the answer")
+    card = ingest(
+        IngestConfig(
+            format="math", input=str(tmp_path / "in.jsonl"), output=str(tmp_path / "ok"), drop_invalid=True
+        )
+    )
+    frame = pd.read_parquet(tmp_path / "ok" / "problems.parquet")
+    assert card["published"] == 1 and frame.loc[0, "answer"] == "\\frac{1}{2}"
+
+
+def test_ingest_cli_exit_codes(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    rows = [{"question": "2+2?", "answer": "4"}]
+    source = _jsonl(tmp_path / "in.jsonl", rows)
+    result = subprocess.run([sys.executable, "-m", "calgrpo.cli", "ingest", "--format", "gsm8k", "--input", source,
+                             "--output", str(tmp_path / "out"), "--report", str(tmp_path / "report.txt")],
+                            capture_output=True, text=True, timeout=300, check=False,
+                            env={**os.environ, "COLUMNS": "400"})  # fmt: skip
+    assert result.returncode == 1
+    assert "validation FAILED" in result.stderr and "nothing was published" in result.stderr
+    assert "answer_ok" in (tmp_path / "report.txt").read_text()
+    assert not (tmp_path / "out").exists()
