@@ -69,6 +69,7 @@ def test_dedupe_ids_and_deterministic_split(tmp_path) -> None:
     source = _jsonl(tmp_path / "in.jsonl", rows)
     first = ingest(IngestConfig(format="jsonl", input=source, output=str(tmp_path / "a"), eval_fraction=0.5))
     second = ingest(IngestConfig(format="jsonl", input=source, output=str(tmp_path / "b"), eval_fraction=0.5))
+    assert second["content_hash"] == first["content_hash"]
     assert first["duplicates_dropped"] == 1 and first["published"] == 2
     a, b = (pd.read_parquet(tmp_path / x / "problems.parquet") for x in ("a", "b"))
     assert a[["id", "split"]].equals(b[["id", "split"]])
