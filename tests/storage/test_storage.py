@@ -152,3 +152,27 @@ def test_model_loads_from_s3_and_is_cached(s3_env, tmp_path, tiny_policy_folder,
 def test_embedded_server_rejects_a_too_short_bucket(tmp_path) -> None:
     with pytest.raises(StorageError, match="3 to 63"):
         EmbeddedS3(tmp_path, bucket="ab")
+
+
+def test_s3_serve_command_prints_credentials_and_stops_cleanly(tmp_path, monkeypatch) -> None:
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "calgrpo.cli", "s3", "serve", "--dir", str(tmp_path), "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        env = json.loads(process.stdout.readline())
+        for key in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            monkeypatch.setenv(key, env[key])
+        write_bytes("s3://calgrpo/hello.txt", b"served")
+        assert read_bytes("s3://calgrpo/hello.txt") == b"served"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    assert env["AWS_SECRET_ACCESS_KEY"] not in process.stderr.read()  # logs never show the secret
+    with pytest.raises(StorageError):  # the server is gone
+        read_bytes("s3://calgrpo/hello.txt")
