@@ -8,6 +8,7 @@ import torch
 from calgrpo.errors import ConfigError, InvalidInputError
 from calgrpo.models.config import TinyModelConfig
 from calgrpo.models.loading import load_policy, resolve_model_folder
+from calgrpo.storage import StorageError
 from tests.helpers import tiny_guess_policy
 
 
@@ -63,5 +64,5 @@ def test_resolve_model_folder(tmp_path) -> None:
         resolve_model_folder(str(tmp_path / "missing"))
     with pytest.raises(InvalidInputError, match="no config.json"):
         resolve_model_folder(str(tmp_path))
-    with pytest.raises(InvalidInputError, match="no bucket"):
+    with pytest.raises(StorageError, match="no bucket"):
         resolve_model_folder("s3:///prefix")

@@ -69,14 +69,14 @@ def download_s3_folder(uri: str, cache_root: Path) -> Path:
     """Fetch a published model folder (manifest verified) into a cache keyed by its manifest."""
 
     from calgrpo.manifest import MANIFEST, is_complete
-    from calgrpo.storage.core import IncompleteOutputError, fetch_folder, join, read_bytes
+    from calgrpo.storage.core import IncompleteOutputError, exists, fetch_folder, join, read_bytes, split_s3
 
-    try:
-        manifest = read_bytes(join(uri, MANIFEST))
-    except Exception as exc:
+    split_s3(uri)  # a URI without a bucket fails here, with that message
+    if not exists(join(uri, MANIFEST)):
         raise IncompleteOutputError(
-            f"{uri} has no readable {MANIFEST}; publish model folders with `calgrpo s3 publish` ({exc})"
-        ) from None
+            f"{uri} has no {MANIFEST}; publish model folders with `calgrpo s3 publish`"
+        )
+    manifest = read_bytes(join(uri, MANIFEST))
     target = cache_root / hashlib.sha256(uri.encode() + manifest).hexdigest()[:16]
     if is_complete(target):
         return target
