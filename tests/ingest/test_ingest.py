@@ -50,15 +50,20 @@ def test_gsm8k_splits_from_local_disk(tmp_path, split) -> None:
     )
 
 
-def test_gsm8k_from_and_to_the_embedded_s3(s3_env, tmp_path) -> None:
-    upload_file(SHARED / "test.jsonl", f"{s3_env}/raw/test.jsonl")
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_gsm8k_from_and_to_the_embedded_s3(s3_env, tmp_path, split) -> None:
+    upload_file(SHARED / f"{split}.jsonl", f"{s3_env}/raw/{split}.jsonl")
     card = ingest(
-        IngestConfig(format="gsm8k", input=f"{s3_env}/raw/test.jsonl", output=f"{s3_env}/datasets/gsm8k")
+        IngestConfig(format="gsm8k", input=f"{s3_env}/raw/{split}.jsonl", output=f"{s3_env}/datasets/gsm8k")
     )
     local = fetch_folder(f"{s3_env}/datasets/gsm8k", tmp_path / "fetched")
-    assert len(pd.read_parquet(local / "problems.parquet")) == card["published"] == 1319
+    assert (
+        len(pd.read_parquet(local / "problems.parquet"))
+        == card["published"]
+        == {"train": 7473, "test": 1319}[split]
+    )
     again = ingest(
-        IngestConfig(format="gsm8k", input=str(SHARED / "test.jsonl"), output=str(tmp_path / "local"))
+        IngestConfig(format="gsm8k", input=str(SHARED / f"{split}.jsonl"), output=str(tmp_path / "local"))
     )
     assert again["content_hash"] == card["content_hash"]  # same data, same ids, same hash
 
