@@ -18,6 +18,8 @@ from typing import Any
 import tyro
 
 from calgrpo.errors import CalgrpoError, ConfigError, UnknownNameError
+from calgrpo.evaluation.promotion import PromoteConfig
+from calgrpo.evaluation.stage import EvaluateConfig
 from calgrpo.ingest.pipeline import IngestConfig
 from calgrpo.learn import LearnConfig
 from calgrpo.rollout.config import RolloutConfig
@@ -311,6 +313,32 @@ def run_ingest(config: IngestConfig) -> int:
     return 0
 
 
+def run_evaluate(config: EvaluateConfig) -> int:
+    from calgrpo.evaluation.stage import evaluate
+
+    _set_threads(config.threads)
+    metrics = evaluate(config)
+    k = config.k
+    curve = metrics["candidate"]["v@k"]
+    line = {
+        "v@k": curve["mean"][k - 1],
+        "ci": [curve["low"][k - 1], curve["high"][k - 1]],
+        "output": config.output,
+    }
+    if "difference" in metrics:
+        line["difference"] = {key: metrics["difference"][key][k - 1] for key in ("mean", "low", "high")}
+    print(json.dumps(line))
+    return 0
+
+
+def run_promote(config: PromoteConfig) -> int:
+    from calgrpo.evaluation.promotion import promote
+
+    decision = promote(config)
+    print(json.dumps(decision))
+    return 0
+
+
 def run_problems(config: ProblemsCommand) -> int:
     from calgrpo.io import write_problems
     from calgrpo.tasks import get_task
@@ -420,6 +448,8 @@ def _set_threads(threads: int | None) -> None:
 COMMANDS: dict[str, tuple[type, Callable[[Any], int]]] = {
     "check-estimator": (CheckEstimatorConfig, run_check_estimator),
     "ingest": (IngestConfig, run_ingest),
+    "evaluate": (EvaluateConfig, run_evaluate),
+    "promote": (PromoteConfig, run_promote),
     "problems": (ProblemsCommand, run_problems),
     "rollout": (RolloutCommand, run_rollout_command),
     "verify": (VerifyCommand, run_verify_command),

@@ -143,9 +143,14 @@ def read_bytes(uri: str, client=None) -> bytes:
 
 
 def write_bytes(uri: str, data: bytes, client=None) -> None:
+    """Write an object whole: readers see the old bytes or the new ones, never a mix."""
     if not is_s3(uri):
-        Path(uri).parent.mkdir(parents=True, exist_ok=True)
-        Path(uri).write_bytes(data)
+        path = Path(uri)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(temporary, path)  # atomic on POSIX; an S3 PUT is atomic by itself
         return
     bucket, key = split_s3(uri)
     try:

@@ -1,0 +1,1 @@
+"""Evaluation: Verification@k with bootstrap confidence intervals, reports, promotion."""

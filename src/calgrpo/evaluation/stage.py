@@ -1,0 +1,122 @@
+"""``calgrpo evaluate``: roll out a model (and a baseline) on problems, measure V@k with CIs, report.
+
+Candidate and baseline see the same problems with the same sampling seed. Outputs, published as one
+folder (manifest last): metrics.json, report.md, report.html, curves.png, per_problem.parquet.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from calgrpo.errors import check_ranges
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Evaluate a model's Verification@k on a problems file."""
+
+    problems: str
+    """problems.parquet (local path or s3://...), e.g. the eval split of `calgrpo ingest`."""
+    model: str
+    """Candidate policy: hub id, local folder or s3:// prefix."""
+    output: str
+    """Output folder (local or s3://), published with a manifest."""
+    baseline: str | None = None
+    """Baseline policy for the paired comparison (the current production model)."""
+    k: int = 5
+    """Attempt budget K."""
+    samples: int = 4
+    """Independent episodes per problem (n)."""
+    greedy: bool = False
+    """Greedy decoding instead of sampling."""
+    temperature: float = 1.0
+    """Sampling temperature."""
+    max_new_tokens: int | None = None
+    """Attempt length (default: the task's own budget)."""
+    seed: int = 0
+    """Seed of sampling and of the bootstrap."""
+    resamples: int = 2000
+    """Bootstrap resamples."""
+    threads: int | None = None
+    """CPU threads for torch."""
+
+    def __post_init__(self) -> None:
+        check_ranges("evaluate", self, {"k": (self.k >= 1, ">= 1"), "samples": (self.samples >= 1, ">= 1"),
+                                        "resamples": (self.resamples >= 100, ">= 100")})  # fmt: skip
+
+
+def _episodes(config: EvaluateConfig, model_uri: str, problems) -> tuple[Any, float]:
+    import torch
+
+    from calgrpo.evaluation.summary import episode_table
+    from calgrpo.models.loading import load_policy
+    from calgrpo.rollout.chat import ChatLayout
+    from calgrpo.rollout.config import RolloutConfig, SamplingParams
+    from calgrpo.rollout.hf_engine import TransformersEngine
+    from calgrpo.rollout.loop import rollout
+    from calgrpo.tasks import TASKS
+
+    policy = load_policy(model_uri)
+    policy.model.eval()
+    layout = ChatLayout(policy.tokenizer)
+    budget = config.max_new_tokens or max(TASKS.get(p.task).default_max_new_tokens for p in problems)
+    sampling = SamplingParams(temperature=config.temperature, max_new_tokens=budget, greedy=config.greedy)
+    rollout_config = RolloutConfig(num_attempts=config.k, group_size=config.samples, sampling=sampling)
+    engine = TransformersEngine(policy.model, policy.tokenizer.pad_token_id, layout.stop_token_ids)
+    started = time.perf_counter()
+    records = rollout(problems, engine, layout, rollout_config, torch.Generator().manual_seed(config.seed))
+    return episode_table(problems, records, config.samples), time.perf_counter() - started
+
+
+def evaluate(config: EvaluateConfig) -> dict[str, Any]:
+    """Run the evaluation and publish its outputs; returns metrics.json's content."""
+    import pandas as pd
+
+    from calgrpo.evaluation.report import write_html, write_markdown, write_plot
+    from calgrpo.evaluation.summary import compare, per_problem_rows, summarize
+    from calgrpo.io import read_problems
+    from calgrpo.storage import is_s3, publish_folder
+    from calgrpo.storage.core import download_file
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="calgrpo-eval-") as folder:
+        out = Path(folder)
+        source = config.problems
+        if is_s3(source):
+            download_file(source, out / "problems.parquet")
+            source = str(out / "problems.parquet")
+        problems = read_problems(source)
+        candidate, rollout_s = _episodes(config, config.model, problems)
+        metrics: dict[str, Any] = {
+            "candidate_model": config.model, "baseline_model": config.baseline, "num_attempts": config.k,
+            "seed": config.seed, "candidate": summarize(problems, candidate, config.k, seed=config.seed,
+                                                        resamples=config.resamples),
+        }  # fmt: skip
+        rows = per_problem_rows(problems, candidate, config.k, "candidate")
+        if config.baseline:
+            baseline, baseline_s = _episodes(config, config.baseline, problems)
+            rollout_s += baseline_s
+            metrics["baseline"] = summarize(
+                problems, baseline, config.k, seed=config.seed, resamples=config.resamples
+            )
+            metrics["difference"] = compare(
+                candidate, baseline, config.k, seed=config.seed, resamples=config.resamples
+            )
+            rows += per_problem_rows(problems, baseline, config.k, "baseline")
+        (out / "problems.parquet").unlink(missing_ok=True)
+        pd.DataFrame(rows).to_parquet(out / "per_problem.parquet", index=False)
+        write_plot(metrics, out / "curves.png")
+        write_markdown(metrics, out / "report.md")
+        write_html(metrics, out / "report.html", out / "curves.png")
+        total = time.perf_counter() - started
+        overhead = 1 - rollout_s / total if total > 0 else 0.0
+        metrics["timing"] = {"rollout_and_verify_s": round(rollout_s, 3), "total_s": round(total, 3)}
+        metrics["timing"]["overhead_share"] = round(overhead, 4)  # statistics, reports, loading models
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
+        publish_folder(out, config.output)
+    return metrics

@@ -1,0 +1,103 @@
+"""From attempt records to the evaluation's numbers: V@k with CIs, slices, per-problem rows."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from calgrpo.evaluation.stats import bootstrap_mean_ci, paired_difference_ci, v_at_k_per_problem
+from calgrpo.rollout.records import AttemptRecord
+from calgrpo.tasks import Problem
+
+SLICE_KEYS = ("level", "type", "subject", "difficulty")
+
+
+@dataclass(frozen=True)
+class EpisodeTable:
+    """Episodes of one model on the problems, aligned by problem (rows) and sample (columns)."""
+
+    problem_ids: list[str]
+    first: np.ndarray
+    """(P, n) attempt of the first success, 0 if none within K."""
+    attempts: np.ndarray
+    """(P, n) attempts made."""
+    tokens: np.ndarray
+    """(P, n) completion tokens generated."""
+
+
+def episode_table(problems: list[Problem], records: list[AttemptRecord], samples: int) -> EpisodeTable:
+    index = {p.id: i for i, p in enumerate(problems)}
+    shape = (len(problems), samples)
+    first, attempts, tokens = np.zeros(shape, int), np.zeros(shape, int), np.zeros(shape, int)
+    for r in records:
+        i, s = index[r.problem_id], r.sample
+        attempts[i, s] = max(attempts[i, s], r.attempt)
+        tokens[i, s] += len(r.completion_token_ids)
+        if r.reward > 0 and (first[i, s] == 0 or r.attempt < first[i, s]):
+            first[i, s] = r.attempt
+    if (attempts == 0).any():
+        raise ValueError("some episodes have no attempts: records and problems do not match")
+    return EpisodeTable([p.id for p in problems], first, attempts, tokens)
+
+
+def _curve(per_problem: np.ndarray, seed: int, resamples: int) -> dict[str, list[float]]:
+    mean, low, high = bootstrap_mean_ci(per_problem, num_resamples=resamples, seed=seed)
+    return {"mean": mean.tolist(), "low": low.tolist(), "high": high.tolist()}
+
+
+def summarize(problems: list[Problem], table: EpisodeTable, num_attempts: int, *, seed: int = 0,
+              resamples: int = 2000) -> dict[str, Any]:  # fmt: skip
+    """Every number of the evaluation of one model (see docs/evaluation.md for each key)."""
+    per_problem = v_at_k_per_problem(table.first, num_attempts)
+    solved = table.first > 0
+    failed_first = table.first != 1
+    result: dict[str, Any] = {
+        "problems": len(problems),
+        "episodes_per_problem": int(table.first.shape[1]),
+        "v@k": _curve(per_problem, seed, resamples),
+        "first_attempt_accuracy": float((table.first == 1).mean()),
+        "success_after_failed_first": float((solved & failed_first).sum() / max(failed_first.sum(), 1)),
+        "attempts_mean": float(table.attempts.mean()),
+        "tokens_per_solved_problem": float(table.tokens.sum() / max(solved.sum(), 1)),
+        "slices": {},
+    }
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, problem in enumerate(problems):
+        groups[f"task={problem.task}"].append(i)
+        for key in SLICE_KEYS:
+            if key in problem.meta:
+                groups[f"{key}={problem.meta[key]}"].append(i)
+    if len(groups) > 1 or any(not k.startswith("task=") for k in groups):
+        for name, rows in sorted(groups.items()):
+            result["slices"][name] = {
+                "problems": len(rows),
+                "v@k": _curve(per_problem[rows], seed, resamples),
+            }
+    return result
+
+
+def compare(candidate: EpisodeTable, baseline: EpisodeTable, num_attempts: int, *, seed: int = 0,
+            resamples: int = 2000) -> dict[str, list[float]]:  # fmt: skip
+    """Paired difference of V@k (candidate - baseline) on the same problems, with its CI."""
+    if candidate.problem_ids != baseline.problem_ids:
+        raise ValueError("candidate and baseline were evaluated on different problems")
+    mean, low, high = paired_difference_ci(
+        v_at_k_per_problem(candidate.first, num_attempts), v_at_k_per_problem(baseline.first, num_attempts),
+        num_resamples=resamples, seed=seed,
+    )  # fmt: skip
+    return {"mean": mean.tolist(), "low": low.tolist(), "high": high.tolist()}
+
+
+def per_problem_rows(
+    problems: list[Problem], table: EpisodeTable, num_attempts: int, model: str
+) -> list[dict]:
+    per_problem = v_at_k_per_problem(table.first, num_attempts)
+    return [
+        {"model": model, "problem_id": p.id, "task": p.task,
+         **{f"v@{k + 1}": float(per_problem[i, k]) for k in range(num_attempts)},
+         "attempts_mean": float(table.attempts[i].mean()), "tokens": int(table.tokens[i].sum())}
+        for i, p in enumerate(problems)
+    ]  # fmt: skip
