@@ -1,0 +1,126 @@
+"""End to end: evaluate a trained vs an untrained tiny model, reports, registry and promotion gate."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import struct
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from calgrpo.evaluation.promotion import PromoteConfig, current_version, promote
+from calgrpo.evaluation.stage import EvaluateConfig, evaluate
+from calgrpo.io import write_problems
+from calgrpo.manifest import is_complete
+from calgrpo.tasks import get_task
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """An untrained and a trained tiny guess model (N = 8, K = 3), and evaluation problems."""
+    import torch
+
+    from calgrpo.learn import LearnConfig, run_learn
+    from calgrpo.models.config import TinyModelConfig
+    from calgrpo.rollout.config import RolloutConfig, SamplingParams
+    from calgrpo.train.config import TrainConfig
+
+    root = tmp_path_factory.mktemp("eval")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        summary = run_learn(LearnConfig(
+            output=root / "learn", num_values=8, rounds=150, prompts_per_round=32,
+            tiny=TinyModelConfig(hidden_size=32, intermediate_size=64),
+            rollout=RolloutConfig(num_attempts=3, group_size=8, sampling=SamplingParams(max_new_tokens=1)),
+            train=TrainConfig(learning_rate=3e-3), eval_problems=32, show_progress=False,
+        ))  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    problems = get_task("guess", num_values=8).generate(48, seed=99, id_prefix="heldout")
+    write_problems(problems, root / "problems.parquet")
+    return {"untrained": str(root / "learn" / "initial_model"), "trained": summary["model"],
+            "problems": str(root / "problems.parquet"), "root": root}  # fmt: skip
+
+
+def _evaluate(models, candidate, baseline, output):
+    return evaluate(EvaluateConfig(problems=models["problems"], model=models[candidate], baseline=models[baseline],
+                                   output=str(output), k=3, samples=4, max_new_tokens=1, resamples=500))  # fmt: skip
+
+
+def _is_png(path: Path) -> bool:
+    data = path.read_bytes()
+    width, height = struct.unpack(">II", data[16:24])
+    return data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and width > 100 and height > 100
+
+
+def test_trained_model_is_promoted_and_untrained_is_not(models, tmp_path) -> None:
+    better = _evaluate(models, "trained", "untrained", tmp_path / "eval_trained")
+    assert better["difference"]["low"][-1] > 0.05
+    out = tmp_path / "eval_trained"
+    assert is_complete(out)
+    for name in ("metrics.json", "report.md", "report.html", "curves.png", "per_problem.parquet"):
+        assert (out / name).is_file(), name
+    assert _is_png(out / "curves.png")
+    assert "| difference |" in (out / "report.md").read_text()
+    assert "data:image/png;base64," in (out / "report.html").read_text()
+    per_problem = pd.read_parquet(out / "per_problem.parquet")
+    assert len(per_problem) == 2 * 48 and set(per_problem["model"]) == {"candidate", "baseline"}
+    assert 0.0 <= better["timing"]["overhead_share"] < 1.0
+
+    registry = str(tmp_path / "registry")
+    decision = promote(
+        PromoteConfig(model=models["trained"], evaluation=str(out), registry=registry, margin=0.05)
+    )
+    assert decision["promoted"] and "lower 95% bound" in decision["reason"]
+    assert current_version(registry, "policy")["version"] == decision["version"]
+    version = Path(registry, "models", "policy", "versions", decision["version"])
+    assert is_complete(version) and is_complete(version / "model")
+    assert json.loads((version / "decision.json").read_text())["promoted"] is True
+
+    worse = _evaluate(models, "untrained", "trained", tmp_path / "eval_untrained")
+    assert worse["difference"]["high"][-1] < 0
+    rejected = promote(PromoteConfig(model=models["untrained"], evaluation=str(tmp_path / "eval_untrained"),
+                                     registry=registry, margin=0.05))  # fmt: skip
+    assert not rejected["promoted"]
+    assert current_version(registry, "policy")["version"] == decision["version"]  # pointer unchanged
+    assert Path(registry, "models", "policy", "versions", rejected["version"], "decision.json").is_file()
+
+
+def test_promotion_without_baseline_needs_first(models, tmp_path) -> None:
+    out = tmp_path / "alone"
+    evaluate(EvaluateConfig(problems=models["problems"], model=models["trained"], output=str(out), k=3, samples=2,
+                            max_new_tokens=1, resamples=200))  # fmt: skip
+    registry = str(tmp_path / "registry")
+    refused = promote(PromoteConfig(model=models["trained"], evaluation=str(out), registry=registry))
+    assert not refused["promoted"] and "no baseline" in refused["reason"]
+    accepted = promote(
+        PromoteConfig(model=models["trained"], evaluation=str(out), registry=registry, first=True)
+    )
+    assert accepted["promoted"] and current_version(registry, "policy")["version"] == accepted["version"]
+
+
+def _race(args) -> None:
+    model, evaluation, registry, rounds = args
+    for _ in range(rounds):
+        promote(PromoteConfig(model=model, evaluation=evaluation, registry=registry, first=True))
+
+
+def test_two_promotions_racing_leave_a_valid_pointer(models, tmp_path) -> None:
+    out = tmp_path / "alone"
+    evaluate(EvaluateConfig(problems=models["problems"], model=models["trained"], output=str(out), k=3, samples=1,
+                            max_new_tokens=1, resamples=200))  # fmt: skip
+    registry = str(tmp_path / "registry")
+    context = multiprocessing.get_context("spawn")
+    jobs = [(models["trained"], str(out), registry, 6), (models["untrained"], str(out), registry, 6)]
+    with context.Pool(2) as pool:
+        pool.map(_race, jobs)
+    pointer = current_version(registry, "policy")  # parses: never torn
+    version = Path(registry, "models", "policy", "versions", pointer["version"])
+    assert is_complete(version) and is_complete(version / "model")
+    assert len(list(Path(registry, "models", "policy", "versions").iterdir())) == 12
+    assert [
+        p.name for p in Path(registry, "models", "policy").iterdir() if p.name.startswith(".current")
+    ] == []
