@@ -48,7 +48,6 @@ test: system-deps lint
 
 # The published numbers of docs/benchmarks.md.
 bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python benchmarks/estimator_variance.py --output runs/estimator_variance_full.json > /dev/null
 	$(BIN)/python benchmarks/synthetic_guess.py --output runs/synthetic_guess > /dev/null
 

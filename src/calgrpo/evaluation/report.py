@@ -60,12 +60,12 @@ def write_markdown(metrics: dict[str, Any], path: Path) -> None:
 
 
 def write_plot(metrics: dict[str, Any], path: Path) -> None:
-    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure  # not pyplot: no global state, no GUI backend, faster import
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     for side, color in (("candidate", "tab:blue"), ("baseline", "tab:gray")):
         if not metrics.get(side):
             continue
@@ -78,8 +78,7 @@ def write_plot(metrics: dict[str, Any], path: Path) -> None:
     ax.set_ylim(0, 1)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    fig.savefig(path, dpi=100)
 
 
 def write_html(metrics: dict[str, Any], path: Path, plot: Path) -> None:

@@ -61,6 +61,7 @@ def _episodes(config: EvaluateConfig, model_uri: str, problems) -> tuple[Any, fl
     from calgrpo.rollout.loop import rollout
     from calgrpo.tasks import TASKS
 
+    started = time.perf_counter()  # loading the policy is part of rolling it out
     policy = load_policy(model_uri)
     policy.model.eval()
     layout = ChatLayout(policy.tokenizer)
@@ -68,7 +69,6 @@ def _episodes(config: EvaluateConfig, model_uri: str, problems) -> tuple[Any, fl
     sampling = SamplingParams(temperature=config.temperature, max_new_tokens=budget, greedy=config.greedy)
     rollout_config = RolloutConfig(num_attempts=config.k, group_size=config.samples, sampling=sampling)
     engine = TransformersEngine(policy.model, policy.tokenizer.pad_token_id, layout.stop_token_ids)
-    started = time.perf_counter()
     records = rollout(problems, engine, layout, rollout_config, torch.Generator().manual_seed(config.seed))
     return episode_table(problems, records, config.samples), time.perf_counter() - started
 
@@ -116,7 +116,7 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
         total = time.perf_counter() - started
         overhead = 1 - rollout_s / total if total > 0 else 0.0
         metrics["timing"] = {"rollout_and_verify_s": round(rollout_s, 3), "total_s": round(total, 3)}
-        metrics["timing"]["overhead_share"] = round(overhead, 4)  # statistics, reports, loading models
+        metrics["timing"]["overhead_share"] = round(overhead, 4)  # reading problems, statistics, reports
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
         publish_folder(out, config.output)
     return metrics

@@ -26,6 +26,7 @@ class ChatLayout:
         if tokenizer.eos_token_id is None:
             raise InvalidInputError("the tokenizer has no eos token; attempts need a stop token")
         self.stop_token_ids = [tokenizer.eos_token_id]
+        self._feedback_cache: dict[tuple[str, bool], list[int]] = {}
         first = [*self.system, {"role": "user", "content": _PROMPT_SENTINEL}]
         answered = self._render([*first, {"role": "assistant", "content": _ANSWER_SENTINEL}], False)
         followed = self._render(
@@ -64,5 +65,12 @@ class ChatLayout:
     def feedback_ids(self, feedback: str, completion_ids: list[int]) -> list[int]:
         """Tokens appended after an attempt: close its turn, the feedback turn, a new generation prompt."""
         stopped = bool(completion_ids) and completion_ids[-1] in self.stop_token_ids
-        turn_end = self.turn_end_after_stop if stopped else self.turn_end
-        return self._encode(turn_end + self.feedback_before + feedback + self.feedback_after)
+        key = (feedback, stopped)
+        if key not in self._feedback_cache:  # feedback texts repeat a lot ("higher", "Incorrect. ...")
+            if len(self._feedback_cache) > 4096:
+                self._feedback_cache.clear()
+            turn_end = self.turn_end_after_stop if stopped else self.turn_end
+            self._feedback_cache[key] = self._encode(
+                turn_end + self.feedback_before + feedback + self.feedback_after
+            )
+        return list(self._feedback_cache[key])
