@@ -287,7 +287,7 @@ def main() -> None:
         plot(results, args.output / "curves.png", args.num_values, args.attempts)
         report["plot"] = str(args.output / "curves.png")
     except ImportError:
-        print("matplotlib missing: no plot (pip install '.[bench]')", file=sys.stderr)
+        print("matplotlib missing: no plot", file=sys.stderr)
     print(json.dumps(report, indent=2))
 
 
