@@ -339,6 +339,25 @@ def run_promote(config: PromoteConfig) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class PipelineCompileCommand:
+    """Compile the stage components to standalone YAML (for kfp.components.load_component_from_file).
+
+    Image names come from CALGRPO_IMAGE_REPO and CALGRPO_IMAGE_TAG at compile time.
+    """
+
+    components_dir: Path = Path("components")
+    """Where component YAMLs go: <dir>/<stage>/component.yaml."""
+
+
+def run_pipeline_compile(config: PipelineCompileCommand) -> int:
+    from calgrpo.pipelines.compile import compile_components
+
+    written = compile_components(config.components_dir)
+    print(json.dumps({"components": [str(p) for p in written]}))
+    return 0
+
+
 def run_problems(config: ProblemsCommand) -> int:
     from calgrpo.io import write_problems
     from calgrpo.tasks import get_task
@@ -455,6 +474,7 @@ COMMANDS: dict[str, tuple[type, Callable[[Any], int]]] = {
     "verify": (VerifyCommand, run_verify_command),
     "train": (TrainCommand, run_train_command),
     "learn": (LearnConfig, run_learn_command),
+    "pipeline-compile": (PipelineCompileCommand, run_pipeline_compile),
     "s3-serve": (S3ServeCommand, run_s3_serve),
     "s3-publish": (S3PublishCommand, run_s3_publish),
 }
@@ -463,8 +483,8 @@ COMMANDS: dict[str, tuple[type, Callable[[Any], int]]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``calgrpo`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if len(argv) >= 2 and argv[0] == "s3" and not argv[1].startswith("-"):
-        argv = [f"s3-{argv[1]}", *argv[2:]]  # `calgrpo s3 serve` is `calgrpo s3-serve`
+    if len(argv) >= 2 and argv[0] in ("s3", "pipeline") and not argv[1].startswith("-"):
+        argv = [f"{argv[0]}-{argv[1]}", *argv[2:]]  # `calgrpo s3 serve` is `calgrpo s3-serve`
     debug = "--debug" in argv
     # Our own logs at INFO; libraries (Great Expectations, boto, transformers) only warn.
     logging.basicConfig(

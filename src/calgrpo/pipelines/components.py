@@ -1,0 +1,212 @@
+"""One lightweight KFP component per stage; each body only calls the library.
+
+Top-level imports are stdlib and kfp only; everything heavy is imported inside the bodies, which run
+in the project's images (``install_kfp_package=False``: the images carry kfp already). Artifacts are
+folders or files at ``<artifact>.path``; the library's own formats (problems.parquet,
+attempts.parquet, verdicts, model folders with manifests) live inside them.
+"""
+
+# No `from __future__ import annotations` here: KFP reads the real annotation objects.
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
+
+from calgrpo.pipelines.images import CPU_IMAGE, GPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def fetch_model(model_uri: str, model: Output[Model]):
+    """Materialise a policy (hub id, s3:// prefix, local folder, or tiny:llama) as a Model artifact."""
+    from calgrpo.models.loading import load_policy
+    from calgrpo.models.tiny import TinyModelConfig, save_tiny_policy
+    from calgrpo.tasks import get_task
+
+    if model_uri.startswith("tiny:"):
+        task = get_task("guess")
+        texts = task.sample_texts(task.generate(512, 0))
+        save_tiny_policy(TinyModelConfig(architecture=model_uri.removeprefix("tiny:")), texts, model.path)
+    else:
+        policy = load_policy(model_uri)
+        policy.model.save_pretrained(model.path)
+        policy.tokenizer.save_pretrained(model.path)
+    model.metadata["source"] = model_uri
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def ingest(
+    format: str,
+    source: str,
+    eval_fraction: float,
+    limit: int,
+    problems: Output[Dataset],
+    report: Output[Markdown],
+):
+    """Normalise and validate a dataset (Great Expectations); fails the run on bad data."""
+    from pathlib import Path
+
+    from calgrpo.ingest.pipeline import IngestConfig, ingest
+
+    card = ingest(IngestConfig(format=format, input=source, output=problems.path, eval_fraction=eval_fraction,
+                               limit=limit or None))  # fmt: skip
+    Path(report.path).write_text(Path(problems.path, "validation.txt").read_text())
+    problems.metadata.update({k: card[k] for k in ("published", "quarantined", "content_hash")})
+
+
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+def rollout(
+    problems: Input[Dataset],
+    model: Input[Model],
+    split: str,
+    num_attempts: int,
+    group_size: int,
+    max_new_tokens: int,
+    temperature: float,
+    seed: int,
+    attempts: Output[Dataset],
+):
+    """Multi-attempt rollout with verifier feedback; writes attempts.parquet."""
+    from pathlib import Path
+
+    import pandas as pd
+    import torch
+
+    from calgrpo.io import read_problems
+    from calgrpo.models.loading import load_policy
+    from calgrpo.rollout.chat import ChatLayout
+    from calgrpo.rollout.config import RolloutConfig, SamplingParams
+    from calgrpo.rollout.hf_engine import TransformersEngine
+    from calgrpo.rollout.loop import rollout
+    from calgrpo.rollout.records import write_attempts
+
+    chosen = read_problems(Path(problems.path, f"{split}.parquet" if split else "problems.parquet"))
+    policy = load_policy(model.path)
+    policy.model.eval()
+    layout = ChatLayout(policy.tokenizer)
+    engine = TransformersEngine(policy.model, policy.tokenizer.pad_token_id, layout.stop_token_ids)
+    sampling = SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens)
+    config = RolloutConfig(num_attempts=num_attempts, group_size=group_size, sampling=sampling)
+    records = rollout(chosen, engine, layout, config, torch.Generator().manual_seed(seed))
+    Path(attempts.path).mkdir(parents=True, exist_ok=True)
+    write_attempts(records, Path(attempts.path, "attempts.parquet"))
+    attempts.metadata["attempts"] = len(records)
+    attempts.metadata["v@k"] = float(
+        pd.Series([r.reward for r in records]).sum() / max(len(chosen) * group_size, 1)
+    )
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def verify(
+    problems: Input[Dataset], attempts: Input[Dataset], verdicts: Output[Dataset], summary: Output[Metrics]
+):
+    """Authoritative verdicts (code in the sandbox); pass rates as KFP metrics."""
+    from pathlib import Path
+
+    from calgrpo.io import read_problems
+    from calgrpo.rollout.records import read_attempts
+    from calgrpo.tasks import build_tasks
+    from calgrpo.verify import run_verify, write_summary, write_verdicts
+
+    chosen = read_problems(Path(problems.path, "problems.parquet"))
+    records = read_attempts(Path(attempts.path, "attempts.parquet"))
+    tasks = build_tasks({p.task for p in chosen})
+    try:
+        rows, result = run_verify(chosen, records, tasks)
+    finally:
+        for task in tasks.values():
+            task.close()
+    Path(verdicts.path).mkdir(parents=True, exist_ok=True)
+    write_verdicts(rows, Path(verdicts.path, "verdicts.parquet"))
+    write_summary(result, Path(verdicts.path, "summary.json"))
+    for task, numbers in result["per_task"].items():
+        summary.log_metric(f"verify/{task}/pass_rate", numbers["pass_rate"])
+
+
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+def train(
+    attempts: Input[Dataset],
+    verdicts: Input[Dataset],
+    model: Input[Model],
+    method: str,
+    learning_rate: float,
+    ppo_epochs: int,
+    seed: int,
+    new_model: Output[Model],
+    metrics: Output[Metrics],
+):
+    """CAL-GRPO on one rollout batch with authoritative rewards; writes the updated model."""
+    from pathlib import Path
+
+    import torch
+
+    from calgrpo.models.loading import load_policy
+    from calgrpo.rollout.records import read_attempts
+    from calgrpo.train.batch import build_batch
+    from calgrpo.train.config import TrainConfig
+    from calgrpo.train.trainer import Trainer
+    from calgrpo.verify import apply_verdicts, read_verdicts
+
+    records = apply_verdicts(read_attempts(Path(attempts.path, "attempts.parquet")),
+                             read_verdicts(Path(verdicts.path, "verdicts.parquet")))  # fmt: skip
+    policy = load_policy(model.path)
+    trainer = Trainer(
+        policy.model, TrainConfig(method=method, learning_rate=learning_rate, ppo_epochs=ppo_epochs)
+    )
+    batch = build_batch(records, max(r.attempt for r in records), policy.tokenizer.pad_token_id)
+    result = trainer.train_on(batch, torch.Generator().manual_seed(seed))
+    policy.model.save_pretrained(new_model.path)
+    policy.tokenizer.save_pretrained(new_model.path)
+    for key, value in result.items():
+        metrics.log_metric(key.replace("@", "_at_"), float(value))
+
+
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+def evaluate(
+    problems: Input[Dataset],
+    model: Input[Model],
+    baseline_uri: str,
+    split: str,
+    num_attempts: int,
+    samples: int,
+    max_new_tokens: int,
+    seed: int,
+    results: Output[Dataset],
+    report: Output[Markdown],
+    metrics: Output[Metrics],
+):
+    """V@1..V@K with bootstrap intervals, against a baseline when given; reports, per-problem rows."""
+    from pathlib import Path
+
+    from calgrpo.evaluation.stage import EvaluateConfig, evaluate
+
+    chosen = Path(problems.path, f"{split}.parquet" if split else "problems.parquet")
+    outcome = evaluate(EvaluateConfig(
+        problems=str(chosen), model=model.path, baseline=baseline_uri or None, output=results.path,
+        k=num_attempts, samples=samples, max_new_tokens=max_new_tokens or None, seed=seed,
+    ))  # fmt: skip
+    Path(report.path).write_text(Path(results.path, "report.md").read_text())
+    for k, value in enumerate(outcome["candidate"]["v@k"]["mean"], start=1):
+        metrics.log_metric(f"eval/v_at_{k}", value)
+    if "difference" in outcome:
+        metrics.log_metric("eval/difference_low", outcome["difference"]["low"][-1])
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def promote(
+    model: Input[Model], results: Input[Dataset], registry: str, name: str, margin: float, first: bool
+) -> bool:
+    """Register the model as a version; move the current pointer if the evaluation clears the margin."""
+    from calgrpo.evaluation.promotion import PromoteConfig, promote
+
+    decision = promote(PromoteConfig(model=model.path, evaluation=results.path, registry=registry, name=name,
+                                     margin=margin, first=first))  # fmt: skip
+    return bool(decision["promoted"])
+
+
+ALL = {
+    "fetch_model": fetch_model,
+    "ingest": ingest,
+    "rollout": rollout,
+    "verify": verify,
+    "train": train,
+    "evaluate": evaluate,
+    "promote": promote,
+}

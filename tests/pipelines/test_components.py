@@ -1,0 +1,119 @@
+"""Stage components: committed YAML matches the source, loads and nests, and the chain runs in kfp.local."""
+
+# No `from __future__ import annotations`: KFP reads the pipeline signatures' real annotations.
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from kfp import compiler, components, dsl, local
+
+from calgrpo.pipelines.components import ALL
+from calgrpo.pipelines.compile import compile_components
+
+ROOT = Path(__file__).resolve().parents[2]
+CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("CALGRPO_IMAGE_")}
+
+
+def test_committed_component_yaml_matches_the_source(tmp_path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "calgrpo.cli", "pipeline", "compile", "--components-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, check=False, env=CLEAN_ENV,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    for name in ALL:
+        fresh = (tmp_path / name / "component.yaml").read_text()
+        committed = ROOT / "components" / name / "component.yaml"
+        assert committed.is_file(), f"run `calgrpo pipeline compile` and commit {committed}"
+        assert committed.read_text() == fresh, f"{committed} is stale: run `calgrpo pipeline compile`"
+
+
+def test_images_come_from_one_variable_and_are_pinned(tmp_path) -> None:
+    env = {**CLEAN_ENV, "CALGRPO_IMAGE_REPO": "registry.example/ml", "CALGRPO_IMAGE_TAG": "1.2.3"}
+    code = "from calgrpo.pipelines.compile import compile_components; compile_components(%r)" % str(tmp_path)
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=300)
+    assert "image: registry.example/ml/gpu:1.2.3" in (tmp_path / "rollout" / "component.yaml").read_text()
+    assert "image: registry.example/ml/cpu:1.2.3" in (tmp_path / "ingest" / "component.yaml").read_text()
+    refused = subprocess.run([sys.executable, "-c", "import calgrpo.pipelines.images"], capture_output=True,
+                             text=True, env={**CLEAN_ENV, "CALGRPO_IMAGE_TAG": "latest"}, timeout=120)  # fmt: skip
+    assert refused.returncode != 0 and "latest is refused" in refused.stderr
+    for name in ALL:
+        assert ":latest" not in (ROOT / "components" / name / "component.yaml").read_text()
+
+
+def test_loaded_components_nest_in_a_new_pipeline(tmp_path) -> None:
+    ingest = components.load_component_from_file(str(ROOT / "components" / "ingest" / "component.yaml"))
+    fetch = components.load_component_from_file(str(ROOT / "components" / "fetch_model" / "component.yaml"))
+    rollout = components.load_component_from_file(str(ROOT / "components" / "rollout" / "component.yaml"))
+
+    @dsl.pipeline(name="reuse")
+    def reuse(source: str):
+        problems = ingest(format="jsonl", source=source, eval_fraction=0.0, limit=0)
+        model = fetch(model_uri="tiny:llama")
+        rollout(problems=problems.outputs["problems"], model=model.outputs["model"], split="", num_attempts=3,
+                group_size=4, max_new_tokens=1, temperature=1.0, seed=0)  # fmt: skip
+
+    compiler.Compiler().compile(reuse, str(tmp_path / "reuse.yaml"))
+    text = (tmp_path / "reuse.yaml").read_text()
+    assert "comp-rollout" in text and "comp-ingest" in text
+
+
+@pytest.mark.slow
+def test_stage_chain_runs_in_kfp_local(tmp_path) -> None:
+    """ingest -> fetch_model -> rollout -> verify -> train -> evaluate -> promote, one round, on CPU."""
+    from calgrpo.tasks import get_task
+
+    problems = get_task("guess", num_values=8).generate(12, seed=3)
+    source = tmp_path / "problems.jsonl"
+    source.write_text("".join(json.dumps({**p.to_row(), "meta": p.meta}) + "\n" for p in problems))
+    registry = tmp_path / "registry"
+
+    @dsl.pipeline(name="one-round")
+    def one_round(source: str, registry: str):
+        data = ALL["ingest"](format="jsonl", source=source, eval_fraction=0.0, limit=0)
+        base = ALL["fetch_model"](model_uri="tiny:llama")
+        attempts = ALL["rollout"](
+            problems=data.outputs["problems"],
+            model=base.outputs["model"],
+            split="",
+            num_attempts=3,
+            group_size=4,
+            max_new_tokens=1,
+            temperature=1.0,
+            seed=0,
+        )
+        verdicts = ALL["verify"](problems=data.outputs["problems"], attempts=attempts.outputs["attempts"])
+        trained = ALL["train"](
+            attempts=attempts.outputs["attempts"],
+            verdicts=verdicts.outputs["verdicts"],
+            model=base.outputs["model"],
+            method="cal",
+            learning_rate=1e-3,
+            ppo_epochs=1,
+            seed=0,
+        )
+        scored = ALL["evaluate"](
+            problems=data.outputs["problems"],
+            model=trained.outputs["new_model"],
+            baseline_uri="",
+            split="",
+            num_attempts=3,
+            samples=2,
+            max_new_tokens=1,
+            seed=0,
+        )
+        ALL["promote"](model=trained.outputs["new_model"], results=scored.outputs["results"], registry=registry,
+                       name="guess", margin=0.0, first=True)  # fmt: skip
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+    run = one_round(source=str(source), registry=str(registry))
+    assert run is not None
+    pointer = json.loads((registry / "models" / "guess" / "current.json").read_text())
+    version = registry / "models" / "guess" / "versions" / pointer["version"]
+    assert (version / "model" / "config.json").is_file()
+    assert json.loads((version / "decision.json").read_text())["promoted"] is True
+    metrics = json.loads((version / "metrics.json").read_text())
+    assert len(metrics["candidate"]["v@k"]["mean"]) == 3
