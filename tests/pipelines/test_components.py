@@ -12,7 +12,6 @@ import pytest
 from kfp import compiler, components, dsl, local
 
 from calgrpo.pipelines.components import ALL
-from calgrpo.pipelines.compile import compile_components
 
 ROOT = Path(__file__).resolve().parents[2]
 CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("CALGRPO_IMAGE_")}
@@ -33,7 +32,7 @@ def test_committed_component_yaml_matches_the_source(tmp_path) -> None:
 
 def test_images_come_from_one_variable_and_are_pinned(tmp_path) -> None:
     env = {**CLEAN_ENV, "CALGRPO_IMAGE_REPO": "registry.example/ml", "CALGRPO_IMAGE_TAG": "1.2.3"}
-    code = "from calgrpo.pipelines.compile import compile_components; compile_components(%r)" % str(tmp_path)
+    code = f"from calgrpo.pipelines.compile import compile_components; compile_components({str(tmp_path)!r})"
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=300)
     assert "image: registry.example/ml/gpu:1.2.3" in (tmp_path / "rollout" / "component.yaml").read_text()
     assert "image: registry.example/ml/cpu:1.2.3" in (tmp_path / "ingest" / "component.yaml").read_text()
