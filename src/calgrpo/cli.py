@@ -341,20 +341,27 @@ def run_promote(config: PromoteConfig) -> int:
 
 @dataclass(frozen=True)
 class PipelineCompileCommand:
-    """Compile the stage components to standalone YAML (for kfp.components.load_component_from_file).
+    """Compile the stage components (for kfp.components.load_component_from_file) and the pipelines.
 
     Image names come from CALGRPO_IMAGE_REPO and CALGRPO_IMAGE_TAG at compile time.
     """
 
     components_dir: Path = Path("components")
     """Where component YAMLs go: <dir>/<stage>/component.yaml."""
+    pipelines_dir: Path = Path("pipelines")
+    """Where the pipeline YAMLs go: train.yaml and evaluate.yaml."""
+    rounds: int = 2
+    """Rollout -> verify -> train rounds unrolled into the train pipeline (>= 1)."""
 
 
 def run_pipeline_compile(config: PipelineCompileCommand) -> int:
-    from calgrpo.pipelines.compile import compile_components
+    from calgrpo.pipelines.compile import compile_components, compile_pipelines
 
-    written = compile_components(config.components_dir)
-    print(json.dumps({"components": [str(p) for p in written]}))
+    if config.rounds < 1:
+        raise ConfigError(f"--rounds must be >= 1, got {config.rounds}")
+    components = compile_components(config.components_dir)
+    pipelines = compile_pipelines(config.pipelines_dir, config.rounds)
+    print(json.dumps({"components": [str(p) for p in components], "pipelines": [str(p) for p in pipelines]}))
     return 0
 
 

@@ -53,7 +53,7 @@ def test_loaded_components_nest_in_a_new_pipeline(tmp_path) -> None:
         problems = ingest(format="jsonl", source=source, eval_fraction=0.0, limit=0)
         model = fetch(model_uri="tiny:llama")
         rollout(problems=problems.outputs["problems"], model=model.outputs["model"], split="", num_attempts=3,
-                group_size=4, max_new_tokens=1, temperature=1.0, seed=0)  # fmt: skip
+                group_size=4, max_new_tokens=1, temperature=1.0, seed=0, round_index=0)  # fmt: skip
 
     compiler.Compiler().compile(reuse, str(tmp_path / "reuse.yaml"))
     text = (tmp_path / "reuse.yaml").read_text()
@@ -83,6 +83,7 @@ def test_stage_chain_runs_in_kfp_local(tmp_path) -> None:
             max_new_tokens=1,
             temperature=1.0,
             seed=0,
+            round_index=0,
         )
         verdicts = ALL["verify"](problems=data.outputs["problems"], attempts=attempts.outputs["attempts"])
         trained = ALL["train"](
@@ -93,6 +94,7 @@ def test_stage_chain_runs_in_kfp_local(tmp_path) -> None:
             learning_rate=1e-3,
             ppo_epochs=1,
             seed=0,
+            round_index=0,
         )
         scored = ALL["evaluate"](
             problems=data.outputs["problems"],

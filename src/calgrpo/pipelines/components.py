@@ -61,9 +61,10 @@ def rollout(
     max_new_tokens: int,
     temperature: float,
     seed: int,
+    round_index: int,
     attempts: Output[Dataset],
 ):
-    """Multi-attempt rollout with verifier feedback; writes attempts.parquet."""
+    """Multi-attempt rollout with verifier feedback; writes attempts.parquet. max_new_tokens 0: the task's."""
     from pathlib import Path
 
     import pandas as pd
@@ -76,15 +77,19 @@ def rollout(
     from calgrpo.rollout.hf_engine import TransformersEngine
     from calgrpo.rollout.loop import rollout
     from calgrpo.rollout.records import write_attempts
+    from calgrpo.seeding import derive_seed
+    from calgrpo.tasks import TASKS
 
     chosen = read_problems(Path(problems.path, f"{split}.parquet" if split else "problems.parquet"))
     policy = load_policy(model.path)
     policy.model.eval()
     layout = ChatLayout(policy.tokenizer)
     engine = TransformersEngine(policy.model, policy.tokenizer.pad_token_id, layout.stop_token_ids)
-    sampling = SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens)
+    budget = max_new_tokens or max(TASKS.get(p.task).default_max_new_tokens for p in chosen)
+    sampling = SamplingParams(temperature=temperature, max_new_tokens=budget)
     config = RolloutConfig(num_attempts=num_attempts, group_size=group_size, sampling=sampling)
-    records = rollout(chosen, engine, layout, config, torch.Generator().manual_seed(seed))
+    generator = torch.Generator().manual_seed(derive_seed(seed, "rollout", round_index))
+    records = rollout(chosen, engine, layout, config, generator, policy_version=round_index)
     Path(attempts.path).mkdir(parents=True, exist_ok=True)
     write_attempts(records, Path(attempts.path, "attempts.parquet"))
     attempts.metadata["attempts"] = len(records)
@@ -129,6 +134,7 @@ def train(
     learning_rate: float,
     ppo_epochs: int,
     seed: int,
+    round_index: int,
     new_model: Output[Model],
     metrics: Output[Metrics],
 ):
@@ -139,6 +145,7 @@ def train(
 
     from calgrpo.models.loading import load_policy
     from calgrpo.rollout.records import read_attempts
+    from calgrpo.seeding import derive_seed
     from calgrpo.train.batch import build_batch
     from calgrpo.train.config import TrainConfig
     from calgrpo.train.trainer import Trainer
@@ -151,7 +158,9 @@ def train(
         policy.model, TrainConfig(method=method, learning_rate=learning_rate, ppo_epochs=ppo_epochs)
     )
     batch = build_batch(records, max(r.attempt for r in records), policy.tokenizer.pad_token_id)
-    result = trainer.train_on(batch, torch.Generator().manual_seed(seed))
+    result = trainer.train_on(
+        batch, torch.Generator().manual_seed(derive_seed(seed, "minibatches", round_index))
+    )
     policy.model.save_pretrained(new_model.path)
     policy.tokenizer.save_pretrained(new_model.path)
     for key, value in result.items():

@@ -1,0 +1,137 @@
+"""The `train` and `evaluate` pipelines, with their Kubernetes settings (kfp-kubernetes).
+
+Rounds are unrolled when the pipeline is built (``build_train_pipeline(rounds)``); everything else
+a user tunes is a pipeline parameter. GPU stages (rollout, train, evaluate) get the accelerator
+type/limit, a GPU toleration and a memory-backed /dev/shm; stages that touch S3 get the credentials
+Secret as environment variables; flaky stages retry with backoff; every stage has a timeout; ingest
+is cached, training is not; verify runs as a non-root user.
+"""
+
+# No `from __future__ import annotations`: KFP reads the pipeline signatures' real annotations.
+from kfp import dsl, kubernetes
+
+from calgrpo.pipelines.components import ALL
+
+S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")
+
+
+def _s3(task, secret: str):
+    kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env={key: key for key in S3_KEYS})
+    return task
+
+
+def _gpu(task, gpu_type: str, gpu_count: str, timeout_s: int):
+    task.set_accelerator_type(gpu_type)
+    task.set_accelerator_limit(gpu_count)
+    task.set_cpu_request("4")
+    task.set_memory_request("32G")
+    kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
+    kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory")  # vLLM, NCCL
+    kubernetes.set_timeout(task, timeout_s)
+    return task
+
+
+def _cpu(task, cpu: str, memory: str, timeout_s: int):
+    task.set_cpu_request(cpu)
+    task.set_memory_request(memory)
+    kubernetes.set_timeout(task, timeout_s)
+    return task
+
+
+def _retry(task):
+    task.set_retry(num_retries=2, backoff_duration="60s", backoff_factor=2.0)
+    return task
+
+
+def build_train_pipeline(rounds: int = 2):
+    """ingest -> fetch model -> ``rounds`` x (rollout -> verify -> train) -> evaluate -> promote."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+
+    @dsl.pipeline(
+        name="calgrpo-train", description=f"CAL-GRPO training, {rounds} rounds, then evaluate and promote"
+    )
+    def train_pipeline(
+        dataset_uri: str,
+        dataset_format: str = "gsm8k",
+        model_uri: str = "tiny:llama",
+        baseline_uri: str = "",
+        registry: str = "s3://calgrpo/registry",
+        model_name: str = "policy",
+        num_attempts: int = 5,
+        group_size: int = 8,
+        max_new_tokens: int = 0,
+        temperature: float = 1.0,
+        method: str = "cal",
+        learning_rate: float = 1e-6,
+        ppo_epochs: int = 1,
+        eval_fraction: float = 0.1,
+        eval_samples: int = 4,
+        margin: float = 0.0,
+        promote_first: bool = False,
+        seed: int = 0,
+        gpu_type: str = "nvidia.com/gpu",
+        gpu_count: str = "1",
+        s3_secret: str = "calgrpo-s3",
+    ):
+        data = ALL["ingest"](format=dataset_format, source=dataset_uri, eval_fraction=eval_fraction, limit=0)
+        _retry(_s3(_cpu(data, "2", "8G", 3600), s3_secret)).set_caching_options(True)
+        base = ALL["fetch_model"](model_uri=model_uri)
+        _retry(_s3(_cpu(base, "2", "16G", 3600), s3_secret)).set_caching_options(True)
+        model = base.outputs["model"]
+        for round_index in range(rounds):
+            attempts = ALL["rollout"](
+                problems=data.outputs["problems"], model=model, split="train", num_attempts=num_attempts,
+                group_size=group_size, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                round_index=round_index,
+            )  # fmt: skip
+            _retry(_gpu(attempts, gpu_type, gpu_count, 4 * 3600)).set_caching_options(False)
+            verdicts = ALL["verify"](problems=data.outputs["problems"], attempts=attempts.outputs["attempts"])
+            _cpu(verdicts, "2", "8G", 3600).set_caching_options(False)
+            kubernetes.set_security_context(
+                verdicts, run_as_user=65534, run_as_group=65534, run_as_non_root=True
+            )
+            trained = ALL["train"](
+                attempts=attempts.outputs["attempts"], verdicts=verdicts.outputs["verdicts"], model=model,
+                method=method, learning_rate=learning_rate, ppo_epochs=ppo_epochs, seed=seed,
+                round_index=round_index,
+            )  # fmt: skip
+            _gpu(trained, gpu_type, gpu_count, 8 * 3600).set_caching_options(False)
+            model = trained.outputs["new_model"]
+        scored = ALL["evaluate"](
+            problems=data.outputs["problems"], model=model, baseline_uri=baseline_uri, split="eval",
+            num_attempts=num_attempts, samples=eval_samples, max_new_tokens=max_new_tokens, seed=seed,
+        )  # fmt: skip
+        _retry(_s3(_gpu(scored, gpu_type, gpu_count, 4 * 3600), s3_secret)).set_caching_options(False)
+        with dsl.If(registry != "", name="promotion-enabled"):
+            decision = ALL["promote"](model=model, results=scored.outputs["results"], registry=registry,
+                                      name=model_name, margin=margin, first=promote_first)  # fmt: skip
+            _retry(_s3(_cpu(decision, "1", "4G", 1800), s3_secret)).set_caching_options(False)
+
+    return train_pipeline
+
+
+@dsl.pipeline(name="calgrpo-evaluate", description="Verification@K of a model, with intervals and a baseline")
+def evaluate_pipeline(
+    dataset_uri: str,
+    model_uri: str,
+    dataset_format: str = "gsm8k",
+    baseline_uri: str = "",
+    split: str = "",
+    num_attempts: int = 5,
+    samples: int = 4,
+    max_new_tokens: int = 0,
+    seed: int = 0,
+    gpu_type: str = "nvidia.com/gpu",
+    gpu_count: str = "1",
+    s3_secret: str = "calgrpo-s3",
+):
+    data = ALL["ingest"](format=dataset_format, source=dataset_uri, eval_fraction=0.0, limit=0)
+    _retry(_s3(_cpu(data, "2", "8G", 3600), s3_secret)).set_caching_options(True)
+    model = ALL["fetch_model"](model_uri=model_uri)
+    _retry(_s3(_cpu(model, "2", "16G", 3600), s3_secret)).set_caching_options(True)
+    scored = ALL["evaluate"](
+        problems=data.outputs["problems"], model=model.outputs["model"], baseline_uri=baseline_uri,
+        split=split, num_attempts=num_attempts, samples=samples, max_new_tokens=max_new_tokens, seed=seed,
+    )  # fmt: skip
+    _retry(_s3(_gpu(scored, gpu_type, gpu_count, 4 * 3600), s3_secret)).set_caching_options(False)
