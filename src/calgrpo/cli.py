@@ -22,6 +22,7 @@ from calgrpo.evaluation.promotion import PromoteConfig
 from calgrpo.evaluation.stage import EvaluateConfig
 from calgrpo.ingest.pipeline import IngestConfig
 from calgrpo.learn import LearnConfig
+from calgrpo.pipelines.local import RunLocalConfig
 from calgrpo.rollout.config import RolloutConfig
 from calgrpo.sandbox.config import SandboxConfig
 from calgrpo.train.config import TrainConfig
@@ -365,6 +366,13 @@ def run_pipeline_compile(config: PipelineCompileCommand) -> int:
     return 0
 
 
+def run_pipeline_local(config: RunLocalConfig) -> int:
+    from calgrpo.pipelines.local import run_local
+
+    print(json.dumps(run_local(config)))
+    return 0
+
+
 def run_problems(config: ProblemsCommand) -> int:
     from calgrpo.io import write_problems
     from calgrpo.tasks import get_task
@@ -482,6 +490,7 @@ COMMANDS: dict[str, tuple[type, Callable[[Any], int]]] = {
     "train": (TrainCommand, run_train_command),
     "learn": (LearnConfig, run_learn_command),
     "pipeline-compile": (PipelineCompileCommand, run_pipeline_compile),
+    "pipeline-run-local": (RunLocalConfig, run_pipeline_local),
     "s3-serve": (S3ServeCommand, run_s3_serve),
     "s3-publish": (S3PublishCommand, run_s3_publish),
 }

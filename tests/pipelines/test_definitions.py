@@ -103,3 +103,20 @@ def test_rounds_must_be_positive() -> None:
 
     with pytest.raises(ValueError, match="rounds must be >= 1"):
         build_train_pipeline(0)
+
+
+@pytest.mark.slow
+def test_run_local_trains_evaluates_and_promotes_into_the_embedded_s3(tmp_path) -> None:
+    import json
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "calgrpo.cli", "pipeline", "run-local", "--root", str(tmp_path), "--rounds", "1",
+         "--group-size", "4"],
+        capture_output=True, text=True, timeout=600, check=False, env={**env, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["embedded_s3"].startswith("http://127.0.0.1:")
+    assert summary["current"]["model"].startswith("s3://calgrpo/registry/models/policy/versions/")
+    assert (tmp_path / "s3").is_dir() and (tmp_path / "artifacts").is_dir()
