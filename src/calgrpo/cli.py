@@ -355,7 +355,18 @@ class PipelineCompileCommand:
     """Rollout -> verify -> train rounds unrolled into the train pipeline (>= 1)."""
 
 
+def _require_kfp() -> None:
+    try:
+        import kfp  # noqa: F401
+        from kfp import kubernetes  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "pipeline commands need kfp and kfp-kubernetes: pip install 'calgrpo[pipelines]'"
+        ) from None
+
+
 def run_pipeline_compile(config: PipelineCompileCommand) -> int:
+    _require_kfp()
     from calgrpo.pipelines.compile import compile_components, compile_pipelines
 
     if config.rounds < 1:
@@ -367,6 +378,7 @@ def run_pipeline_compile(config: PipelineCompileCommand) -> int:
 
 
 def run_pipeline_local(config: RunLocalConfig) -> int:
+    _require_kfp()
     from calgrpo.pipelines.local import run_local
 
     print(json.dumps(run_local(config)))
