@@ -359,8 +359,8 @@ def _require_kfp() -> None:
     try:
         import kfp  # noqa: F401
         from kfp import kubernetes  # noqa: F401
-    except ImportError:
-        raise ConfigError(
+    except ImportError:  # a missing install is a runtime failure (exit 1), not a usage error
+        raise CalgrpoError(
             "pipeline commands need kfp and kfp-kubernetes: pip install 'calgrpo[pipelines]'"
         ) from None
 
