@@ -1,0 +1,398 @@
+"""The subcommands of ``calgrpo``: one config dataclass and one handler each.
+
+Configs are dataclasses whose field docstrings become ``--help``; handlers import torch and the
+library only when they run, so that parsing stays fast. Each handler returns the exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from calgrpo.commands_infra import INFRA_COMMANDS
+from calgrpo.errors import ConfigError
+from calgrpo.evaluation.promotion import PromoteConfig
+from calgrpo.evaluation.stage import EvaluateConfig
+from calgrpo.ingest.pipeline import IngestConfig
+from calgrpo.learn import LearnConfig
+from calgrpo.rollout.config import RolloutConfig
+from calgrpo.sandbox.config import SandboxConfig
+from calgrpo.train.config import TrainConfig
+
+log = logging.getLogger("calgrpo")
+
+ALL_METHODS = ("cal", "trajectory", "naive", "single", "cal_inclusive", "cal_singleton_zero")
+
+
+@dataclass(frozen=True)
+class CheckEstimatorConfig:
+    """Prove the advantage estimators exact on DESIGN's tabular toy (z in {0,1,2}, K = 3).
+
+    Enumerates every ordered group of G trajectories for each hidden z, takes the exact expectation
+    of each method's gradient estimate, and compares it with the true gradient of V@3. Methods
+    registered as unbiased must match to --tolerance; the others are reported with their bias.
+    Exits 1 if an unbiased method is off.
+    """
+
+    methods: tuple[str, ...] = ALL_METHODS
+    """Advantage methods to check (names in the advantage registry)."""
+    group_size: int = 3
+    """G, trajectories per group; all 15^G groups per z are enumerated, so 2..4."""
+    tolerance: float = 1e-10
+    """Largest relative error ||E[g_hat] - grad|| / ||grad|| accepted for an unbiased method."""
+    json: bool = False
+    """Print the result as one JSON object on stdout instead of a table."""
+    debug: bool = False
+    """Show tracebacks and debug logs."""
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.group_size <= 4:
+            raise ConfigError(
+                f"--group-size must be in 2..4 (15^G groups are enumerated), got {self.group_size}"
+            )
+        if not self.tolerance > 0:
+            raise ConfigError(f"--tolerance must be > 0, got {self.tolerance}")
+        if not self.methods:
+            raise ConfigError("--methods needs at least one method name")
+
+
+def run_check_estimator(config: CheckEstimatorConfig) -> int:
+    """Handler of ``calgrpo check-estimator``; returns the exit code."""
+    from calgrpo.algorithms import ADVANTAGE_METHODS
+    from calgrpo.toys.guessing import design_exact_check_toy
+    from calgrpo.toys.tables import (
+        cosine,
+        exact_estimator_moments,
+        relative_error,
+        success_probability,
+        true_gradient,
+    )
+
+    specs = [ADVANTAGE_METHODS.get(name) for name in config.methods]  # unknown names fail before work
+    toy = design_exact_check_toy()
+    truth = true_gradient(toy)
+    rows = []
+    for spec in specs:
+        moments = exact_estimator_moments(toy, config.group_size, spec.name)
+        error = relative_error(moments.mean, truth)
+        ok = error <= config.tolerance if spec.unbiased else True
+        rows.append(
+            {
+                "method": spec.name,
+                "registered_unbiased": spec.unbiased,
+                "relative_error": error,
+                "cosine": cosine(moments.mean, truth),
+                "total_variance": moments.total_variance,
+                "ok": ok,
+            }
+        )
+    result = {
+        "toy": toy.name,
+        "group_size": config.group_size,
+        "v_at_k": success_probability(toy),
+        "grad_norm": float(truth.norm()),
+        "methods": rows,
+        "passed": all(r["ok"] for r in rows),
+    }
+    if config.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(
+            f"toy {result['toy']}: V@3 = {result['v_at_k']:.6f}, ||grad|| = {result['grad_norm']:.6f}, "
+            f"G = {config.group_size} (every group enumerated)"
+        )
+        print(f"{'method':<20}{'unbiased?':>10}{'rel. error':>13}{'cosine':>9}{'variance':>11}  verdict")
+        for r in rows:
+            verdict = "exact" if r["relative_error"] <= config.tolerance else "biased"
+            if not r["ok"]:
+                verdict = "FAILED (registered unbiased)"
+            print(
+                f"{r['method']:<20}{'yes' if r['registered_unbiased'] else 'no':>10}"
+                f"{r['relative_error']:>13.3e}{r['cosine']:>9.4f}{r['total_variance']:>11.5f}  {verdict}"
+            )
+    return 0 if result["passed"] else 1
+
+
+@dataclass(frozen=True)
+class ProblemsCommand:
+    """Generate a problems.parquet for a synthetic task (seeded)."""
+
+    output: Path
+    """Where to write problems.parquet."""
+    task: str = "guess"
+    """Synthetic task type."""
+    num_problems: int = 64
+    """How many problems."""
+    num_values: int = 32
+    """guess: N, the numbers 0..N-1."""
+    hint_prob: float = 0.5
+    """guess: probability that the hint is the hidden number."""
+    seed: int = 0
+    """Generator seed."""
+    id_prefix: str = "guess"
+    """Problem ids are PREFIX-000000, PREFIX-000001, ..."""
+
+
+@dataclass(frozen=True)
+class RolloutCommand:
+    """Run the multi-attempt rollout: G episodes of up to K attempts per problem, with verifier feedback.
+
+    Writes attempts.parquet, one row per attempt (token ids, behaviour log-probs, verdict, feedback).
+    """
+
+    problems: Path
+    """problems.parquet to solve."""
+    model: str
+    """Policy: hub id, local folder or s3:// prefix."""
+    output: Path
+    """Where to write attempts.parquet."""
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    """Attempts K, group size G, sampling."""
+    seed: int = 0
+    """Seed of every sampling draw (same seed, same attempts)."""
+    policy_version: int = 0
+    """Recorded in each row: the training step of this policy."""
+    reuse_cache: bool = True
+    """Keep the KV cache across attempts instead of re-encoding the history."""
+    threads: int | None = None
+    """CPU threads for torch (default: torch's choice)."""
+
+
+@dataclass(frozen=True)
+class TrainCommand:
+    """Train the policy on one rollout batch (attempts.parquet) with CAL-GRPO.
+
+    Writes OUTPUT/model (loadable by rollout), OUTPUT/trainer.pt (optimizer and scheduler, for
+    --resume-from in the next round), state.json (the round's metrics), and a manifest written last.
+    """
+
+    attempts: Path
+    """attempts.parquet from the rollout."""
+    model: str
+    """Policy that generated the attempts: hub id, local folder or s3:// prefix."""
+    output: Path
+    """Output folder."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Optimisation settings."""
+    verdicts: Path | None = None
+    """Authoritative verdicts from ``calgrpo verify``; their rewards replace the rollout's own."""
+    resume_from: Path | None = None
+    """A previous train output whose optimizer/scheduler state to continue."""
+    num_attempts: int | None = None
+    """K; default: the largest attempt number in the file."""
+    seed: int = 0
+    """Seed of the minibatch order."""
+    threads: int | None = None
+    """CPU threads for torch (default: torch's choice)."""
+
+
+@dataclass(frozen=True)
+class VerifyCommand:
+    """Authoritative verdicts for every attempt: code in the sandbox, math with killable workers.
+
+    Writes one verdict per attempt (parquet, or JSONL when OUTPUT ends in .jsonl) with the isolation
+    level, duration and timeout/crash flags, and a summary (pass rate per task, timeouts, crashes)
+    to stdout and to OUTPUT's name + .summary.json.
+    """
+
+    problems: Path
+    """problems.parquet the attempts answer."""
+    attempts: Path
+    """attempts.parquet from the rollout."""
+    output: Path
+    """Where to write the verdicts."""
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    """Limits and isolation for code."""
+    workers: int | None = None
+    """Parallel verifications (default: CPU count)."""
+    math_timeout_s: float = 5.0
+    """Hard time limit of one math check."""
+
+
+def run_verify_command(config: VerifyCommand) -> int:
+    from calgrpo.io import read_problems
+    from calgrpo.rollout.records import read_attempts
+    from calgrpo.tasks import build_tasks
+    from calgrpo.verify import run_verify, write_summary, write_verdicts
+
+    problems = read_problems(config.problems)
+    records = read_attempts(config.attempts)
+    tasks = build_tasks(
+        {p.task for p in problems},
+        sandbox=config.sandbox,
+        workers=config.workers,
+        math_timeout_s=config.math_timeout_s,
+    )
+    try:
+        rows, summary = run_verify(problems, records, tasks)
+    finally:
+        for task in tasks.values():
+            task.close()
+    write_verdicts(rows, config.output)
+    write_summary(summary, config.output.with_name(config.output.stem + ".summary.json"))
+    print(json.dumps(summary))
+    return 0
+
+
+def run_ingest(config: IngestConfig) -> int:
+    from calgrpo.ingest.pipeline import ValidationFailed, ingest
+
+    try:
+        card = ingest(config)
+    except ValidationFailed as failed:
+        print(failed.report.to_text(), file=sys.stderr, end="")
+        print(f"calgrpo: nothing was published at {config.output}", file=sys.stderr)
+        return 1
+    print(json.dumps(card))
+    return 0
+
+
+def run_evaluate(config: EvaluateConfig) -> int:
+    from calgrpo.evaluation.stage import evaluate
+
+    _set_threads(config.threads)
+    metrics = evaluate(config)
+    k = config.k
+    curve = metrics["candidate"]["v@k"]
+    line = {
+        "v@k": curve["mean"][k - 1],
+        "ci": [curve["low"][k - 1], curve["high"][k - 1]],
+        "output": config.output,
+    }
+    if "difference" in metrics:
+        line["difference"] = {key: metrics["difference"][key][k - 1] for key in ("mean", "low", "high")}
+    print(json.dumps(line))
+    return 0
+
+
+def run_promote(config: PromoteConfig) -> int:
+    from calgrpo.evaluation.promotion import promote
+
+    decision = promote(config)
+    print(json.dumps(decision))
+    return 0
+
+
+def run_problems(config: ProblemsCommand) -> int:
+    from calgrpo.io import write_problems
+    from calgrpo.tasks import get_task
+
+    task = get_task(config.task, num_values=config.num_values, hint_prob=config.hint_prob)
+    problems = task.generate(config.num_problems, config.seed, id_prefix=config.id_prefix)
+    write_problems(problems, config.output)
+    print(json.dumps({"problems": len(problems), "output": str(config.output)}))
+    return 0
+
+
+def run_rollout_command(config: RolloutCommand) -> int:
+    import torch
+
+    from calgrpo.io import read_problems
+    from calgrpo.metrics import verification_at_k
+    from calgrpo.models.loading import load_policy
+    from calgrpo.rollout.chat import ChatLayout
+    from calgrpo.rollout.hf_engine import TransformersEngine
+    from calgrpo.rollout.loop import rollout
+    from calgrpo.rollout.records import write_attempts
+
+    _set_threads(config.threads)
+    problems = read_problems(config.problems)
+    policy = load_policy(config.model)
+    policy.model.eval()
+    layout = ChatLayout(policy.tokenizer)
+    engine = TransformersEngine(
+        policy.model, policy.tokenizer.pad_token_id, layout.stop_token_ids, config.reuse_cache
+    )
+    records = rollout(
+        problems,
+        engine,
+        layout,
+        config.rollout,
+        torch.Generator().manual_seed(config.seed),
+        policy_version=config.policy_version,
+        show_progress=True,
+    )
+    write_attempts(records, config.output)
+    result = {"attempts": len(records), "output": str(config.output)}
+    result.update(verification_at_k(records, config.rollout.num_attempts))
+    print(json.dumps(result))
+    return 0
+
+
+def run_train_command(config: TrainCommand) -> int:
+    import torch
+
+    from calgrpo.models.loading import load_policy
+    from calgrpo.rollout.records import read_attempts
+    from calgrpo.train.batch import build_batch
+    from calgrpo.train.checkpoint import save_checkpoint
+    from calgrpo.train.trainer import Trainer
+
+    _set_threads(config.threads)
+    records = read_attempts(config.attempts)
+    if config.verdicts is not None:
+        from calgrpo.verify import apply_verdicts, read_verdicts
+
+        records = apply_verdicts(records, read_verdicts(config.verdicts))
+    num_attempts = config.num_attempts or max(r.attempt for r in records)
+    policy = load_policy(config.model)
+    trainer = Trainer(policy.model, config.train)
+    if config.resume_from is not None:
+        trainer.load_state_dict(torch.load(Path(config.resume_from) / "trainer.pt", weights_only=False))
+    batch = build_batch(records, num_attempts, policy.tokenizer.pad_token_id)
+    metrics = trainer.train_on(batch, torch.Generator().manual_seed(config.seed))
+    save_checkpoint(
+        Path(config.output),
+        model=policy.model,
+        tokenizer=policy.tokenizer,
+        trainer_state=trainer.state_dict(),
+        state={"metrics": metrics, "source_model": config.model},
+    )
+    print(json.dumps(metrics))
+    return 0
+
+
+def run_learn_command(config: LearnConfig) -> int:
+    from calgrpo.learn import run_learn
+
+    _set_threads(config.threads)
+    summary = run_learn(config)
+    if config.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    keys = [k for k in summary["before"] if k.startswith("eval/v@")]
+    print(f"{'':<8}" + "".join(f"{k.removeprefix('eval/'):>8}" for k in keys))
+    for label in ("before", "after"):
+        print(f"{label:<8}" + "".join(f"{summary[label][k]:>8.3f}" for k in keys))
+    print(f"final model: {summary['model']}")
+    if summary.get("published"):
+        published = summary["published"]
+        where = f" (embedded S3, data in {config.output / 's3'})" if published["embedded_s3"] else ""
+        print(f"published: {published['uri']}{where}")
+    return 0
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+COMMANDS: dict[str, tuple[type, Callable[[Any], int]]] = {
+    "check-estimator": (CheckEstimatorConfig, run_check_estimator),
+    "ingest": (IngestConfig, run_ingest),
+    "evaluate": (EvaluateConfig, run_evaluate),
+    "promote": (PromoteConfig, run_promote),
+    "problems": (ProblemsCommand, run_problems),
+    "rollout": (RolloutCommand, run_rollout_command),
+    "verify": (VerifyCommand, run_verify_command),
+    "train": (TrainCommand, run_train_command),
+    "learn": (LearnConfig, run_learn_command),
+}
+COMMANDS.update(INFRA_COMMANDS)

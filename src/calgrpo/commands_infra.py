@@ -1,0 +1,127 @@
+"""Subcommands for infrastructure: the embedded S3 server, publishing folders, pipelines."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from calgrpo.errors import CalgrpoError, ConfigError
+from calgrpo.pipelines.local import RunLocalConfig
+
+log = logging.getLogger("calgrpo")
+
+
+@dataclass(frozen=True)
+class S3ServeCommand:
+    """Run the embedded S3 server (SeaweedFS) on loopback until interrupted.
+
+    Prints the environment (AWS_ENDPOINT_URL and generated credentials) that points boto3 and
+    calgrpo at it, as shell exports on stdout (or JSON with --json).
+    """
+
+    dir: Path = Path("runs/s3")
+    """Data directory (kept across restarts; credentials are new each time)."""
+    bucket: str = "calgrpo"
+    """Bucket created on start."""
+    json: bool = False
+    """Print the environment as JSON instead of shell exports."""
+
+
+@dataclass(frozen=True)
+class S3PublishCommand:
+    """Publish a local folder (a model, a dataset) at a local path or s3:// URI, manifest written last."""
+
+    source: Path
+    """Local folder to publish."""
+    destination: str
+    """Target folder: local path or s3://bucket/prefix."""
+
+
+def run_s3_serve(config: S3ServeCommand) -> int:
+    import signal
+    import threading
+
+    from calgrpo.storage.embedded import EmbeddedS3
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with EmbeddedS3(config.dir, bucket=config.bucket) as server:
+        env = server.env()
+        if config.json:
+            print(
+                json.dumps({**env, "bucket": config.bucket, "startup_s": round(server.startup_s, 3)}),
+                flush=True,
+            )
+        else:
+            print("".join(f"export {k}={v}\n" for k, v in env.items()), end="", flush=True)
+        log.info("embedded S3 serving s3://%s at %s; Ctrl-C stops it", config.bucket, server.endpoint)
+        stop.wait()
+    return 0
+
+
+def run_s3_publish(config: S3PublishCommand) -> int:
+    from calgrpo.storage import publish_folder
+
+    if not config.source.is_dir():
+        raise ConfigError(f"source {config.source} is not a folder")
+    manifest = publish_folder(config.source, config.destination)
+    print(json.dumps({"published": config.destination, "files": len(manifest["files"])}))
+    return 0
+
+
+@dataclass(frozen=True)
+class PipelineCompileCommand:
+    """Compile the stage components (for kfp.components.load_component_from_file) and the pipelines.
+
+    Image names come from CALGRPO_IMAGE_REPO and CALGRPO_IMAGE_TAG at compile time.
+    """
+
+    components_dir: Path = Path("components")
+    """Where component YAMLs go: <dir>/<stage>/component.yaml."""
+    pipelines_dir: Path = Path("pipelines")
+    """Where the pipeline YAMLs go: train.yaml and evaluate.yaml."""
+    rounds: int = 2
+    """Rollout -> verify -> train rounds unrolled into the train pipeline (>= 1)."""
+
+
+def _require_kfp() -> None:
+    try:
+        import kfp  # noqa: F401
+        from kfp import kubernetes  # noqa: F401
+    except ImportError:  # a missing install is a runtime failure (exit 1), not a usage error
+        raise CalgrpoError(
+            "pipeline commands need kfp and kfp-kubernetes: pip install 'calgrpo[pipelines]'"
+        ) from None
+
+
+def run_pipeline_compile(config: PipelineCompileCommand) -> int:
+    _require_kfp()
+    from calgrpo.pipelines.compile import compile_components, compile_pipelines
+
+    if config.rounds < 1:
+        raise ConfigError(f"--rounds must be >= 1, got {config.rounds}")
+    components = compile_components(config.components_dir)
+    pipelines = compile_pipelines(config.pipelines_dir, config.rounds)
+    print(json.dumps({"components": [str(p) for p in components], "pipelines": [str(p) for p in pipelines]}))
+    return 0
+
+
+def run_pipeline_local(config: RunLocalConfig) -> int:
+    _require_kfp()
+    from calgrpo.pipelines.local import run_local
+
+    print(json.dumps(run_local(config)))
+    return 0
+
+
+INFRA_COMMANDS: dict[str, tuple[type, Callable[[Any], int]]] = {
+    "pipeline-compile": (PipelineCompileCommand, run_pipeline_compile),
+    "pipeline-run-local": (RunLocalConfig, run_pipeline_local),
+    "s3-serve": (S3ServeCommand, run_s3_serve),
+    "s3-publish": (S3PublishCommand, run_s3_publish),
+}
