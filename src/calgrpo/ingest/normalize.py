@@ -34,9 +34,10 @@ def normalized_prompt(prompt: str) -> str:
     return " ".join(str(prompt).lower().split())
 
 
-def content_id(task: str, prompt: str) -> str:
-    """A stable id from the task and the normalised prompt."""
-    return f"{task}-{hashlib.sha256(normalized_prompt(prompt).encode()).hexdigest()[:16]}"
+def content_id(task: str, prompt: str, answer: str = "") -> str:
+    """A stable id from the task, the normalised prompt and the gold answer."""
+    key = normalized_prompt(prompt) + "\x00" + str(answer).strip()
+    return f"{task}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
 def last_boxed(text: str) -> str | None:

@@ -104,12 +104,14 @@ def ingest(config: IngestConfig) -> dict[str, Any]:
     seen: set[tuple[str, str]] = set()
     unique_rows, duplicates = [], 0
     for row in rows:
-        key = (str(row["task"]), normalized_prompt(row["prompt"] or ""))
+        # Same task, prompt and gold answer = a duplicate. A prompt repeated with another answer is a
+        # different problem (synthetic tasks such as guess show the same text for different hidden z).
+        key = (str(row["task"]), normalized_prompt(row["prompt"] or ""), str(row["answer"]).strip())
         if key in seen and row["prompt"]:
             duplicates += 1
             continue
         seen.add(key)
-        row.setdefault("id", content_id(str(row["task"]), row["prompt"] or ""))
+        row.setdefault("id", content_id(str(row["task"]), row["prompt"] or "", row["answer"] or ""))
         unique_rows.append(row)
     add_row_checks(unique_rows, config.check_canonical, config.workers)
     frame = pd.DataFrame(unique_rows)

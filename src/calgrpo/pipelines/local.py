@@ -7,7 +7,9 @@ gets an embedded SeaweedFS server for the duration of the run (its data stays un
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +25,13 @@ class RunLocalConfig:
     root: Path = Path("runs/kfp")
     """Pipeline root: artifacts of every task, the generated dataset, the embedded S3's data."""
     dataset_uri: str | None = None
-    """Dataset to ingest; default: 64 generated guess problems (N = 8) in the root."""
+    """Dataset to ingest; default: 128 generated guess problems (N = 8) in the root."""
     dataset_format: str = "jsonl"
     """Its --format for ingest."""
     model_uri: str = "tiny:llama"
     """Initial policy."""
+    baseline_uri: str = ""
+    """Model the final one is evaluated against (empty: no comparison)."""
     registry: str = "s3://calgrpo/registry"
     """Model registry for the promotion step (empty: skip promotion)."""
     rounds: int = 2
@@ -40,7 +44,7 @@ class RunLocalConfig:
     """Attempt length (0: the task's own budget)."""
     learning_rate: float = 1e-3
     """Learning rate of each round's training."""
-    eval_samples: int = 2
+    eval_samples: int = 4
     """Evaluation episodes per problem."""
     promote_first: bool = True
     """Promote without a baseline when the registry is empty."""
@@ -62,18 +66,20 @@ def run_local(config: RunLocalConfig) -> dict[str, Any]:
     root.mkdir(parents=True, exist_ok=True)
     dataset = config.dataset_uri
     if dataset is None:
-        problems = get_task("guess", num_values=8).generate(64, seed=0)
+        problems = get_task("guess", num_values=8).generate(128, seed=0)
         dataset = str(root / "problems.jsonl")
         Path(dataset).write_text("".join(json.dumps({**p.to_row(), "meta": p.meta}) + "\n" for p in problems))
     started = time.perf_counter()
     with s3_for(config.registry or str(root), root / "s3") as server:
         local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root / "artifacts"))
-        build_train_pipeline(config.rounds)(
+        with contextlib.redirect_stdout(sys.stderr):  # kfp.local logs every task; stdout is for results
+            build_train_pipeline(config.rounds)(
             dataset_uri=dataset, dataset_format=config.dataset_format, model_uri=config.model_uri,
+            baseline_uri=config.baseline_uri,
             registry=config.registry, num_attempts=config.num_attempts, group_size=config.group_size,
             max_new_tokens=config.max_new_tokens, learning_rate=config.learning_rate, eval_fraction=0.25,
             eval_samples=config.eval_samples, promote_first=config.promote_first,
-        )  # fmt: skip
+            )  # fmt: skip
         current = current_version(config.registry, "policy") if config.registry else None
     return {
         "elapsed_s": round(time.perf_counter() - started, 2),
