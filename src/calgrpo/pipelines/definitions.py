@@ -43,6 +43,15 @@ def _retry(task):
     return task
 
 
+def _dataset_and_model(dataset_format, dataset_uri, eval_fraction, model_uri, s3_secret):
+    """The two cached CPU tasks every pipeline starts with: ingest the dataset, fetch the model."""
+    data = ALL["ingest"](format=dataset_format, source=dataset_uri, eval_fraction=eval_fraction, limit=0)
+    _retry(_s3(_cpu(data, "2", "8G", 3600), s3_secret)).set_caching_options(True)
+    model = ALL["fetch_model"](model_uri=model_uri)
+    _retry(_s3(_cpu(model, "2", "16G", 3600), s3_secret)).set_caching_options(True)
+    return data, model
+
+
 def build_train_pipeline(rounds: int = 2):
     """ingest -> fetch model -> ``rounds`` x (rollout -> verify -> train) -> evaluate -> promote."""
     if rounds < 1:
@@ -74,10 +83,7 @@ def build_train_pipeline(rounds: int = 2):
         gpu_count: str = "1",
         s3_secret: str = "calgrpo-s3",
     ):
-        data = ALL["ingest"](format=dataset_format, source=dataset_uri, eval_fraction=eval_fraction, limit=0)
-        _retry(_s3(_cpu(data, "2", "8G", 3600), s3_secret)).set_caching_options(True)
-        base = ALL["fetch_model"](model_uri=model_uri)
-        _retry(_s3(_cpu(base, "2", "16G", 3600), s3_secret)).set_caching_options(True)
+        data, base = _dataset_and_model(dataset_format, dataset_uri, eval_fraction, model_uri, s3_secret)
         model = base.outputs["model"]
         for round_index in range(rounds):
             attempts = ALL["rollout"](
@@ -126,10 +132,7 @@ def evaluate_pipeline(
     gpu_count: str = "1",
     s3_secret: str = "calgrpo-s3",
 ):
-    data = ALL["ingest"](format=dataset_format, source=dataset_uri, eval_fraction=0.0, limit=0)
-    _retry(_s3(_cpu(data, "2", "8G", 3600), s3_secret)).set_caching_options(True)
-    model = ALL["fetch_model"](model_uri=model_uri)
-    _retry(_s3(_cpu(model, "2", "16G", 3600), s3_secret)).set_caching_options(True)
+    data, model = _dataset_and_model(dataset_format, dataset_uri, 0.0, model_uri, s3_secret)
     scored = ALL["evaluate"](
         problems=data.outputs["problems"], model=model.outputs["model"], baseline_uri=baseline_uri,
         split=split, num_attempts=num_attempts, samples=samples, max_new_tokens=max_new_tokens, seed=seed,
