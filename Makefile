@@ -27,18 +27,13 @@ $(STAMP): pyproject.toml | system-deps
 
 setup: system-deps $(STAMP)
 
-# Main job (for now): prove the estimator exact, then learn the hinted-guessing task with a tiny
-# model in-process (rollout -> verify -> train, about a minute on 2 CPU cores), print V@k before
-# and after, and publish the model to S3 (an embedded SeaweedFS server when no S3 is configured). The Kubeflow pipeline on the embedded S3 replaces this once it exists. One torch thread:
-# a model this small gains nothing from two, and two threads stall badly when the cores are busy.
-LEARN_ARGS := --output runs/learn --num-values 16 --rollout.num-attempts 4 \
-	--rollout.sampling.max-new-tokens 1 --tiny.intermediate-size 128 --prompts-per-round 32 \
-	--rounds 200 --eval-problems 256 --eval-samples 2 --train.learning-rate 1e-3 --threads 1 \
-	--publish s3://calgrpo/models/guess
-
+# Main job: prove the estimator exact, then run the train pipeline in kfp.local on the embedded
+# defaults (generated guess problems, a tiny Llama, the registry on an embedded SeaweedFS server):
+# 8 rounds of rollout -> verify -> train, evaluation against the initial model, promotion. About two
+# minutes on 2 CPU cores; prints V@k before and after and where the report is.
 run: $(STAMP)
 	$(BIN)/calgrpo check-estimator
-	$(BIN)/calgrpo learn $(LEARN_ARGS)
+	$(BIN)/calgrpo pipeline run-local --root runs/kfp
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,8 +116,34 @@ def run_pipeline_local(config: RunLocalConfig) -> int:
     _require_kfp()
     from calgrpo.pipelines.local import run_local
 
-    print(json.dumps(run_local(config)))
+    result = run_local(config)
+    print(json.dumps(result))
+    for line in describe_run(result):
+        print(line, file=sys.stderr)
     return 0
+
+
+def describe_run(result: dict[str, Any]) -> list[str]:
+    """The human-readable lines of a run-local result (the JSON on stdout is for programs)."""
+    def row(values: list[float]) -> str:
+        return "  ".join(f"V@{k}={v:.3f}" for k, v in enumerate(values, start=1))
+
+    lines = [f"{result['pipeline']} pipeline finished in {result['elapsed_s']:.0f} s"]
+    if "baseline_v@k" in result:
+        lines.append(f"  baseline: {row(result['baseline_v@k'])}")
+    lines.append(f"  model:    {row(result['v@k'])}")
+    difference = next((v for k, v in result.items() if k.startswith("difference_")), None)
+    if difference:
+        name = next(k for k in result if k.startswith("difference_")).removeprefix("difference_")
+        lines.append(f"  {name} difference {difference['mean']:+.3f}, 95% CI [{difference['low']:+.3f}, "
+                     f"{difference['high']:+.3f}]")  # fmt: skip
+    if result.get("registry"):
+        current = result["current"]
+        verdict = "promoted" if result["promoted"] else "not promoted"
+        lines.append(f"  {verdict}; registry {result['registry']} current version: "
+                     f"{current['version'] if current else '(none)'}")  # fmt: skip
+    lines.append(f"  report: {result['report']}")
+    return lines
 
 
 @dataclass(frozen=True)

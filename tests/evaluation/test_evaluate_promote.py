@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from calgrpo.evaluation.promotion import PromoteConfig, current_version, promote
+from calgrpo.errors import CalgrpoError
+from calgrpo.evaluation.promotion import PromoteConfig, current_version, promote, resolve_pointer
 from calgrpo.evaluation.stage import EvaluateConfig, evaluate
 from calgrpo.io import write_problems
 from calgrpo.manifest import is_complete
@@ -100,6 +101,13 @@ def test_promotion_without_baseline_needs_first(models, tmp_path) -> None:
         PromoteConfig(model=models["trained"], evaluation=str(out), registry=registry, first=True)
     )
     assert accepted["promoted"] and current_version(registry, "policy")["version"] == accepted["version"]
+    # A registry pointer resolves to the promoted version's model folder; other URIs pass through.
+    pointer = f"{registry}/models/policy/current.json"
+    assert resolve_pointer(pointer) == current_version(registry, "policy")["model"]
+    assert Path(resolve_pointer(pointer), "config.json").is_file()
+    assert resolve_pointer("Qwen/Qwen2.5-0.5B") == "Qwen/Qwen2.5-0.5B"
+    with pytest.raises(CalgrpoError, match="nothing promoted yet"):
+        resolve_pointer(f"{registry}/models/other/current.json")
 
 
 def _race(args) -> None:

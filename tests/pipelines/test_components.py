@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from kfp import compiler, components, dsl, local
 
 from calgrpo.pipelines.components import ALL
@@ -52,8 +53,8 @@ def test_loaded_components_nest_in_a_new_pipeline(tmp_path) -> None:
     def reuse(source: str):
         problems = ingest(format="jsonl", source=source, eval_fraction=0.0, limit=0)
         model = fetch(model_uri="tiny:llama")
-        rollout(problems=problems.outputs["problems"], model=model.outputs["model"], split="", num_attempts=3,
-                group_size=4, max_new_tokens=1, temperature=1.0, seed=0, round_index=0)  # fmt: skip
+        rollout(problems=problems.outputs["problems"], model=model.outputs["model"], split="", problems_per_round=0,
+                num_attempts=3, group_size=4, max_new_tokens=1, temperature=1.0, seed=0, round_index=0)  # fmt: skip
 
     compiler.Compiler().compile(reuse, str(tmp_path / "reuse.yaml"))
     text = (tmp_path / "reuse.yaml").read_text()
@@ -78,6 +79,7 @@ def test_stage_chain_runs_in_kfp_local(tmp_path) -> None:
             problems=data.outputs["problems"],
             model=base.outputs["model"],
             split="",
+            problems_per_round=8,
             num_attempts=3,
             group_size=4,
             max_new_tokens=1,
@@ -93,6 +95,8 @@ def test_stage_chain_runs_in_kfp_local(tmp_path) -> None:
             method="cal",
             learning_rate=1e-3,
             ppo_epochs=1,
+            minibatches=2,
+            temperature=1.0,
             seed=0,
             round_index=0,
         )
@@ -118,3 +122,15 @@ def test_stage_chain_runs_in_kfp_local(tmp_path) -> None:
     assert json.loads((version / "decision.json").read_text())["promoted"] is True
     metrics = json.loads((version / "metrics.json").read_text())
     assert len(metrics["candidate"]["v@k"]["mean"]) == 3
+
+
+def test_the_documented_reuse_example_compiles(tmp_path, monkeypatch) -> None:
+    """docs/pipelines.md's example, run as written (from the repository root, where its paths point)."""
+    text = (ROOT / "docs" / "pipelines.md").read_text()
+    code = text.split("<!-- reuse-example -->\n```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(ROOT)
+    namespace: dict = {}
+    exec(compile(code, "docs/pipelines.md", "exec"), namespace)
+    compiler.Compiler().compile(namespace["score_my_model"], str(tmp_path / "score.yaml"))
+    spec = yaml.safe_load((tmp_path / "score.yaml").read_text())
+    assert set(spec["root"]["dag"]["tasks"]) == {"ingest", "fetch-model", "rollout", "verify"}

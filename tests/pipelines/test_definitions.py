@@ -47,6 +47,28 @@ def test_rounds_are_unrolled_and_promotion_is_conditional(train_yaml) -> None:
     assert spec["root"]["inputDefinitions"]["parameters"]["gpu_type"]["defaultValue"] == "nvidia.com/gpu"
 
 
+def test_models_are_resolved_uncached_and_the_evaluation_is_the_output(train_yaml) -> None:
+    spec, executors = train_yaml
+    tasks = spec["root"]["dag"]["tasks"]
+
+    def inputs(task: str) -> dict:
+        return tasks[task]["inputs"]["parameters"]
+
+    # The initial model: a registry pointer is resolved to its version before the cached fetch.
+    assert inputs("fetch-model")["model_uri"]["taskOutputParameter"]["producerTask"] == "resolve-model"
+    assert inputs("resolve-model")["uri"] == {"componentInputParameter": "model_uri"}
+    # The baseline: baseline_uri, else the registry's current model.
+    assert inputs("evaluate")["baseline_uri"]["taskOutputParameter"]["producerTask"] == "resolve-model-2"
+    assert {name: value["componentInputParameter"] for name, value in inputs("resolve-model-2").items()} == {
+        "uri": "baseline_uri", "registry": "registry", "name": "model_name"}  # fmt: skip
+    for task in ("resolve-model", "resolve-model-2"):
+        assert tasks[task]["cachingOptions"].get("enableCache") in (None, False)
+    assert tasks["fetch-model"]["cachingOptions"]["enableCache"] is True
+    assert "secretAsEnv" in executors["exec-resolve-model-2"]  # reads the registry on S3
+    output = spec["root"]["dag"]["outputs"]["artifacts"]["Output"]["artifactSelectors"][0]
+    assert output == {"outputArtifactKey": "results", "producerSubtask": "evaluate"}
+
+
 def test_gpu_stages_get_accelerator_toleration_shm_and_timeout(train_yaml) -> None:
     spec, executors = train_yaml
     tasks = spec["root"]["dag"]["tasks"]
@@ -65,6 +87,7 @@ def test_gpu_stages_get_accelerator_toleration_shm_and_timeout(train_yaml) -> No
         assert {"medium": "Memory", "mountPath": "/dev/shm", "volumeName": "dshm"} in platform[
             "emptyDirMounts"
         ]
+        assert platform["nodeSelector"] == {"nodeSelectorJson": {"componentInputParameter": "gpu_node_selector"}}
         assert int(platform["activeDeadlineSeconds"]) >= 3600
         assert tasks[task].get("cachingOptions", {}).get("enableCache") in (None, False)
 
@@ -105,18 +128,44 @@ def test_rounds_must_be_positive() -> None:
         build_train_pipeline(0)
 
 
-@pytest.mark.slow
-def test_run_local_trains_evaluates_and_promotes_into_the_embedded_s3(tmp_path) -> None:
+def _run_local(*args: str) -> dict:
     import json
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     result = subprocess.run(
-        [sys.executable, "-m", "calgrpo.cli", "pipeline", "run-local", "--root", str(tmp_path), "--rounds", "1",
-         "--group-size", "4"],
+        [sys.executable, "-m", "calgrpo.cli", "pipeline", "run-local", *args],
         capture_output=True, text=True, timeout=600, check=False, env={**env, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert summary["embedded_s3"].startswith("http://127.0.0.1:")
-    assert summary["current"]["model"].startswith("s3://calgrpo/registry/models/policy/versions/")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_run_local_trains_evaluates_and_promotes_then_evaluates_the_promoted_model(tmp_path) -> None:
+    """Both pipelines end to end on the embedded defaults; the second reads what the first promoted."""
+    small = ("--root", str(tmp_path), "--problems", "32", "--eval-samples", "2")
+    # As on a cluster: no baseline given, so the registry's current model (none yet) -> promoted first.
+    trained = _run_local(*small, "--rounds", "1", "--group-size", "4", "--minibatches", "2", "--baseline-uri", "")
+    assert trained["embedded_s3"].startswith("http://127.0.0.1:")
+    assert trained["promoted"] is True and "baseline_v@k" not in trained
+    assert trained["current"]["model"].startswith("s3://calgrpo/registry/models/policy/versions/")
+    assert len(trained["v@k"]) == 4 and all(0.0 <= v <= 1.0 for v in trained["v@k"])
+    assert Path(trained["report"]).is_file() and (Path(trained["report"]).parent / "metrics.json").is_file()
     assert (tmp_path / "s3").is_dir() and (tmp_path / "artifacts").is_dir()
+
+    # The registry pointer resolves to the promoted version; the embedded S3 serves it again.
+    scored = _run_local(*small, "--pipeline", "evaluate",
+                        "--model-uri", "s3://calgrpo/registry/models/policy/current.json",
+                        "--baseline-uri", str(tmp_path / "initial-llama"))  # fmt: skip
+    assert scored["pipeline"] == "evaluate" and scored["current"] is None
+    assert scored["embedded_s3"].startswith("http://127.0.0.1:")
+    assert len(scored["v@k"]) == len(scored["baseline_v@k"]) == 4
+    difference = scored["difference_v@4"]
+    assert difference["low"] <= difference["mean"] <= difference["high"]
+    # The evaluate pipeline scores the whole dataset (the train pipeline only its eval split).
+    import pandas as pd
+
+    rows = pd.read_parquet(Path(scored["report"]).parent / "per_problem.parquet")
+    problems = pd.read_parquet(next((tmp_path / "artifacts").glob("calgrpo-evaluate-*/ingest/problems"))
+                               / "problems.parquet")  # fmt: skip
+    assert set(rows["problem_id"]) == set(problems["id"]) and len(problems) > 8

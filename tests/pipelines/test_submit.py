@@ -14,7 +14,8 @@ from tests.pipelines.fake_kfp import FakeKfp
 def test_submit_creates_experiment_and_run_with_typed_parameters() -> None:
     with FakeKfp() as kfp_server:
         result = submit(kfp_server.host, "train", "nightly", ["dataset_uri=s3://data/gsm8k.jsonl", "num_attempts=4",
-                        "learning_rate=2e-6", "promote_first=true"], run_name="try-1", rounds=1)  # fmt: skip
+                        "learning_rate=2e-6", "promote_first=true", 'gpu_node_selector={"pool": "h100"}'],
+                        run_name="try-1", rounds=1)  # fmt: skip
         assert result["run_id"] == "run-1" and result["url"].endswith("/#/runs/details/run-1")
         assert kfp_server.posted("/experiments")[0]["display_name"] == "nightly"
         run = kfp_server.posted("/runs")[0]
@@ -27,6 +28,7 @@ def test_submit_creates_experiment_and_run_with_typed_parameters() -> None:
         parameters = run["runtime_config"]["parameters"]
         assert parameters["num_attempts"] == 4 and parameters["learning_rate"] == 2e-6
         assert parameters["promote_first"] is True and parameters["dataset_uri"] == "s3://data/gsm8k.jsonl"
+        assert parameters["gpu_node_selector"] == {"pool": "h100"}
 
 
 def test_schedule_sends_cron_single_concurrency_and_no_catchup() -> None:
@@ -47,6 +49,8 @@ def test_schedule_sends_cron_single_concurrency_and_no_catchup() -> None:
         (["dataset_uri=x", "num_attempts=many"], "expected number integer"),
         ([], "without a default must be given: dataset_uri"),
         (["dataset_uri"], "expected NAME=VALUE"),
+        (["dataset_uri=x", "gpu_node_selector=[1]"], "expected a JSON object"),
+        (["dataset_uri=x", "gpu_node_selector=pool"], "expected a JSON object"),
     ],
 )
 def test_bad_parameters_fail_before_sending(params, message) -> None:

@@ -104,3 +104,19 @@ def test_attempts_parquet_roundtrip(tiny_policy, tmp_path) -> None:
     assert [(r.problem_id, r.sample, r.attempt, r.reward, r.feedback) for r in back] == [
         (r.problem_id, r.sample, r.attempt, r.reward, r.feedback) for r in records
     ]
+
+
+def test_problems_for_round_draws_a_seeded_subset_in_order() -> None:
+    from calgrpo.errors import ConfigError
+    from calgrpo.rollout.loop import problems_for_round
+
+    problems = [Problem(id=f"p{i}", task="coin", prompt=str(i), answer="yes") for i in range(50)]
+    first = problems_for_round(problems, 10, seed=0, round_index=0)
+    assert len(first) == 10 == len({p.id for p in first})
+    assert [problems.index(p) for p in first] == sorted(problems.index(p) for p in first)
+    assert first == problems_for_round(problems, 10, seed=0, round_index=0)
+    assert first != problems_for_round(problems, 10, seed=0, round_index=1)
+    assert first != problems_for_round(problems, 10, seed=1, round_index=0)
+    assert problems_for_round(problems, 0, 0, 0) == problems == problems_for_round(problems, 99, 0, 0)
+    with pytest.raises(ConfigError, match=">= 0"):
+        problems_for_round(problems, -1, 0, 0)

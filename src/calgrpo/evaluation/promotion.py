@@ -46,6 +46,20 @@ def current_version(registry: str, name: str) -> dict[str, Any] | None:
     return json.loads(read_bytes(pointer)) if exists(pointer) else None
 
 
+def resolve_pointer(uri: str) -> str:
+    """A registry pointer (``.../models/<name>/current.json``) -> the model it names; other URIs unchanged.
+
+    Lets a scheduled retraining start from what is serving: ``<registry>/models/policy/current.json``.
+    """
+    from calgrpo.storage.core import exists, read_bytes
+
+    if not uri.endswith("/current.json"):
+        return uri
+    if not exists(uri):
+        raise CalgrpoError(f"{uri}: no such registry pointer (nothing promoted yet?)")
+    return json.loads(read_bytes(uri))["model"]
+
+
 def decide(metrics: dict[str, Any], margin: float, first: bool, has_current: bool) -> tuple[bool, str]:
     """(promote?, why) from an evaluation's metrics.json."""
     difference = metrics.get("difference")

@@ -79,3 +79,17 @@ def save_tiny_policy(config: TinyModelConfig, texts: list[str], folder: str | Pa
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def save_tiny_from_uri(uri: str, folder: str | Path):
+    """``tiny:llama`` / ``tiny:qwen2`` with the default config and a vocabulary covering the guess
+    task's texts (seed 0), saved to ``folder``: the same model wherever in the pipeline it is built."""
+    from calgrpo.errors import ConfigError
+    from calgrpo.tasks import get_task
+
+    architecture = uri.removeprefix("tiny:")
+    if not uri.startswith("tiny:") or architecture not in ("llama", "qwen2"):
+        raise ConfigError(f"{uri}: tiny models are tiny:llama or tiny:qwen2")
+    task = get_task("guess")
+    texts = task.sample_texts(task.generate(512, 0))
+    return save_tiny_policy(TinyModelConfig(architecture=architecture), texts, folder)

@@ -17,13 +17,10 @@ from calgrpo.pipelines.images import CPU_IMAGE, GPU_IMAGE
 def fetch_model(model_uri: str, model: Output[Model]):
     """Materialise a policy (hub id, s3:// prefix, local folder, or tiny:llama) as a Model artifact."""
     from calgrpo.models.loading import load_policy
-    from calgrpo.models.tiny import TinyModelConfig, save_tiny_policy
-    from calgrpo.tasks import get_task
+    from calgrpo.models.tiny import save_tiny_from_uri
 
     if model_uri.startswith("tiny:"):
-        task = get_task("guess")
-        texts = task.sample_texts(task.generate(512, 0))
-        save_tiny_policy(TinyModelConfig(architecture=model_uri.removeprefix("tiny:")), texts, model.path)
+        save_tiny_from_uri(model_uri, model.path)
     else:
         policy = load_policy(model_uri)
         policy.model.save_pretrained(model.path)
@@ -56,6 +53,7 @@ def rollout(
     problems: Input[Dataset],
     model: Input[Model],
     split: str,
+    problems_per_round: int,
     num_attempts: int,
     group_size: int,
     max_new_tokens: int,
@@ -64,7 +62,10 @@ def rollout(
     round_index: int,
     attempts: Output[Dataset],
 ):
-    """Multi-attempt rollout with verifier feedback; writes attempts.parquet. max_new_tokens 0: the task's."""
+    """Multi-attempt rollout with verifier feedback; writes attempts.parquet.
+
+    ``problems_per_round`` 0: the whole split, else a seeded draw per round; ``max_new_tokens`` 0: the task's.
+    """
     from pathlib import Path
 
     import pandas as pd
@@ -75,12 +76,13 @@ def rollout(
     from calgrpo.rollout.chat import ChatLayout
     from calgrpo.rollout.config import RolloutConfig, SamplingParams
     from calgrpo.rollout.hf_engine import TransformersEngine
-    from calgrpo.rollout.loop import rollout
+    from calgrpo.rollout.loop import problems_for_round, rollout
     from calgrpo.rollout.records import write_attempts
     from calgrpo.seeding import derive_seed
     from calgrpo.tasks import TASKS
 
     chosen = read_problems(Path(problems.path, f"{split}.parquet" if split else "problems.parquet"))
+    chosen = problems_for_round(chosen, problems_per_round, seed, round_index)
     policy = load_policy(model.path)
     policy.model.eval()
     layout = ChatLayout(policy.tokenizer)
@@ -133,12 +135,17 @@ def train(
     method: str,
     learning_rate: float,
     ppo_epochs: int,
+    minibatches: int,
+    temperature: float,
     seed: int,
     round_index: int,
     new_model: Output[Model],
     metrics: Output[Metrics],
 ):
-    """CAL-GRPO on one rollout batch with authoritative rewards; writes the updated model."""
+    """CAL-GRPO on one rollout batch with authoritative rewards; writes the updated model.
+
+    ``temperature`` must be the rollout's: tokens are scored at the temperature they were sampled at.
+    """
     from pathlib import Path
 
     import torch
@@ -154,9 +161,9 @@ def train(
     records = apply_verdicts(read_attempts(Path(attempts.path, "attempts.parquet")),
                              read_verdicts(Path(verdicts.path, "verdicts.parquet")))  # fmt: skip
     policy = load_policy(model.path)
-    trainer = Trainer(
-        policy.model, TrainConfig(method=method, learning_rate=learning_rate, ppo_epochs=ppo_epochs)
-    )
+    config = TrainConfig(method=method, learning_rate=learning_rate, ppo_epochs=ppo_epochs,
+                         minibatches=minibatches, temperature=temperature)  # fmt: skip
+    trainer = Trainer(policy.model, config)
     batch = build_batch(records, max(r.attempt for r in records), policy.tokenizer.pad_token_id)
     result = trainer.train_on(
         batch, torch.Generator().manual_seed(derive_seed(seed, "minibatches", round_index))
@@ -199,6 +206,22 @@ def evaluate(
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def resolve_model(uri: str, registry: str, name: str) -> str:
+    """The concrete model URI: ``uri`` itself, the model a registry pointer (``.../current.json``) names,
+    or for an empty ``uri`` the registry's current model ("" when nothing was promoted yet).
+
+    Never cached: a pointer's target changes while its URI does not; the cached ``fetch_model`` after
+    it is keyed on the immutable version URI this returns.
+    """
+    from calgrpo.evaluation.promotion import current_version, resolve_pointer
+
+    if uri:
+        return resolve_pointer(uri)
+    current = current_version(registry, name) if registry else None
+    return current["model"] if current else ""
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def promote(
     model: Input[Model], results: Input[Dataset], registry: str, name: str, margin: float, first: bool
 ) -> bool:
@@ -217,5 +240,6 @@ ALL = {
     "verify": verify,
     "train": train,
     "evaluate": evaluate,
+    "resolve_model": resolve_model,
     "promote": promote,
 }

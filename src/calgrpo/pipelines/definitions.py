@@ -9,6 +9,7 @@ is cached, training is not; verify runs as a non-root user.
 
 # No `from __future__ import annotations`: KFP reads the pipeline signatures' real annotations.
 from kfp import dsl, kubernetes
+from kfp.dsl import Dataset
 
 from calgrpo.pipelines.components import ALL
 
@@ -20,9 +21,12 @@ def _s3(task, secret: str):
     return task
 
 
-def _gpu(task, gpu_type: str, gpu_count: str, timeout_s: int):
+def _gpu(task, gpu: tuple, timeout_s: int):
+    """``gpu``: the (type, count, node selector) pipeline parameters."""
+    gpu_type, gpu_count, node_selector = gpu
     task.set_accelerator_type(gpu_type)
     task.set_accelerator_limit(gpu_count)
+    kubernetes.add_node_selector_json(task, node_selector)
     task.set_cpu_request("4")
     task.set_memory_request("32G")
     kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
@@ -43,17 +47,29 @@ def _retry(task):
     return task
 
 
+def _resolved(uri, registry, name, s3_secret):
+    """A ``resolve_model`` task (uncached: a registry pointer moves while its URI stays)."""
+    task = ALL["resolve_model"](uri=uri, registry=registry, name=name)
+    _retry(_s3(_cpu(task, "1", "1G", 600), s3_secret)).set_caching_options(False)
+    return task.output
+
+
 def _dataset_and_model(dataset_format, dataset_uri, eval_fraction, model_uri, s3_secret):
-    """The two cached CPU tasks every pipeline starts with: ingest the dataset, fetch the model."""
+    """What every pipeline starts with: ingest the dataset, resolve and fetch the model (both cached)."""
     data = ALL["ingest"](format=dataset_format, source=dataset_uri, eval_fraction=eval_fraction, limit=0)
     _retry(_s3(_cpu(data, "2", "8G", 3600), s3_secret)).set_caching_options(True)
-    model = ALL["fetch_model"](model_uri=model_uri)
+    model = ALL["fetch_model"](model_uri=_resolved(model_uri, "", "", s3_secret))
     _retry(_s3(_cpu(model, "2", "16G", 3600), s3_secret)).set_caching_options(True)
     return data, model
 
 
 def build_train_pipeline(rounds: int = 2):
-    """ingest -> fetch model -> ``rounds`` x (rollout -> verify -> train) -> evaluate -> promote."""
+    """ingest -> fetch model -> ``rounds`` x (rollout -> verify -> train) -> evaluate -> promote.
+
+    The final model is evaluated against ``baseline_uri``, or when that is empty against the registry's
+    current model, so a scheduled retraining only replaces what is serving when it measurably beats it.
+    The pipeline's output is the evaluation folder (metrics.json, report.md/html, per_problem.parquet).
+    """
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
 
@@ -67,6 +83,7 @@ def build_train_pipeline(rounds: int = 2):
         baseline_uri: str = "",
         registry: str = "s3://calgrpo/registry",
         model_name: str = "policy",
+        problems_per_round: int = 64,
         num_attempts: int = 5,
         group_size: int = 8,
         max_new_tokens: int = 0,
@@ -74,6 +91,7 @@ def build_train_pipeline(rounds: int = 2):
         method: str = "cal",
         learning_rate: float = 1e-6,
         ppo_epochs: int = 1,
+        minibatches: int = 1,
         eval_fraction: float = 0.1,
         eval_samples: int = 4,
         margin: float = 0.0,
@@ -81,17 +99,20 @@ def build_train_pipeline(rounds: int = 2):
         seed: int = 0,
         gpu_type: str = "nvidia.com/gpu",
         gpu_count: str = "1",
+        gpu_node_selector: dict = {},  # noqa: B006 (a KFP parameter default; the body runs once, at compile time)
         s3_secret: str = "calgrpo-s3",
-    ):
+    ) -> Dataset:
+        gpu = (gpu_type, gpu_count, gpu_node_selector)
         data, base = _dataset_and_model(dataset_format, dataset_uri, eval_fraction, model_uri, s3_secret)
         model = base.outputs["model"]
         for round_index in range(rounds):
             attempts = ALL["rollout"](
-                problems=data.outputs["problems"], model=model, split="train", num_attempts=num_attempts,
-                group_size=group_size, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                problems=data.outputs["problems"], model=model, split="train",
+                problems_per_round=problems_per_round, num_attempts=num_attempts, group_size=group_size,
+                max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
                 round_index=round_index,
             )  # fmt: skip
-            _retry(_gpu(attempts, gpu_type, gpu_count, 4 * 3600)).set_caching_options(False)
+            _retry(_gpu(attempts, gpu, 4 * 3600)).set_caching_options(False)
             verdicts = ALL["verify"](problems=data.outputs["problems"], attempts=attempts.outputs["attempts"])
             _cpu(verdicts, "2", "8G", 3600).set_caching_options(False)
             kubernetes.set_security_context(
@@ -99,20 +120,22 @@ def build_train_pipeline(rounds: int = 2):
             )
             trained = ALL["train"](
                 attempts=attempts.outputs["attempts"], verdicts=verdicts.outputs["verdicts"], model=model,
-                method=method, learning_rate=learning_rate, ppo_epochs=ppo_epochs, seed=seed,
-                round_index=round_index,
+                method=method, learning_rate=learning_rate, ppo_epochs=ppo_epochs, minibatches=minibatches,
+                temperature=temperature, seed=seed, round_index=round_index,
             )  # fmt: skip
-            _gpu(trained, gpu_type, gpu_count, 8 * 3600).set_caching_options(False)
+            _gpu(trained, gpu, 8 * 3600).set_caching_options(False)
             model = trained.outputs["new_model"]
+        baseline = _resolved(baseline_uri, registry, model_name, s3_secret)
         scored = ALL["evaluate"](
-            problems=data.outputs["problems"], model=model, baseline_uri=baseline_uri, split="eval",
+            problems=data.outputs["problems"], model=model, baseline_uri=baseline, split="eval",
             num_attempts=num_attempts, samples=eval_samples, max_new_tokens=max_new_tokens, seed=seed,
         )  # fmt: skip
-        _retry(_s3(_gpu(scored, gpu_type, gpu_count, 4 * 3600), s3_secret)).set_caching_options(False)
+        _retry(_s3(_gpu(scored, gpu, 4 * 3600), s3_secret)).set_caching_options(False)
         with dsl.If(registry != "", name="promotion-enabled"):
             decision = ALL["promote"](model=model, results=scored.outputs["results"], registry=registry,
                                       name=model_name, margin=margin, first=promote_first)  # fmt: skip
             _retry(_s3(_cpu(decision, "1", "4G", 1800), s3_secret)).set_caching_options(False)
+        return scored.outputs["results"]
 
     return train_pipeline
 
@@ -130,11 +153,15 @@ def evaluate_pipeline(
     seed: int = 0,
     gpu_type: str = "nvidia.com/gpu",
     gpu_count: str = "1",
+    gpu_node_selector: dict = {},  # noqa: B006 (a KFP parameter default)
     s3_secret: str = "calgrpo-s3",
-):
+) -> Dataset:
+    gpu = (gpu_type, gpu_count, gpu_node_selector)
     data, model = _dataset_and_model(dataset_format, dataset_uri, 0.0, model_uri, s3_secret)
     scored = ALL["evaluate"](
-        problems=data.outputs["problems"], model=model.outputs["model"], baseline_uri=baseline_uri,
+        problems=data.outputs["problems"], model=model.outputs["model"],
+        baseline_uri=_resolved(baseline_uri, "", "", s3_secret),
         split=split, num_attempts=num_attempts, samples=samples, max_new_tokens=max_new_tokens, seed=seed,
     )  # fmt: skip
-    _retry(_s3(_gpu(scored, gpu_type, gpu_count, 4 * 3600), s3_secret)).set_caching_options(False)
+    _retry(_s3(_gpu(scored, gpu, 4 * 3600), s3_secret)).set_caching_options(False)
+    return scored.outputs["results"]

@@ -65,6 +65,13 @@ def _cron_item_ok(item: str, low: int, high: int, names: dict[str, int]) -> bool
     )
 
 
+def _json_of_type(raw: str, kind: type) -> Any:
+    value = json.loads(raw)
+    if not isinstance(value, kind):
+        raise ValueError(raw)
+    return value
+
+
 def parse_params(pairs: list[str] | tuple[str, ...], package: Path) -> dict[str, Any]:
     """``["k=v", ...]`` -> typed arguments, checked against the pipeline's input definitions."""
     import yaml
@@ -72,7 +79,9 @@ def parse_params(pairs: list[str] | tuple[str, ...], package: Path) -> dict[str,
     spec = next(yaml.safe_load_all(package.read_text()))
     inputs = spec["root"]["inputDefinitions"]["parameters"]
     casts = {"NUMBER_INTEGER": int, "NUMBER_DOUBLE": float, "STRING": str,
-             "BOOLEAN": lambda v: {"true": True, "false": False}[v.lower()]}  # fmt: skip
+             "BOOLEAN": lambda v: {"true": True, "false": False}[v.lower()],
+             "STRUCT": lambda v: _json_of_type(v, dict),
+             "LIST": lambda v: _json_of_type(v, list)}  # fmt: skip
     arguments: dict[str, Any] = {}
     for pair in pairs:
         name, sep, raw = pair.partition("=")
@@ -88,7 +97,9 @@ def parse_params(pairs: list[str] | tuple[str, ...], package: Path) -> dict[str,
         try:
             arguments[name] = casts[kind](raw)
         except (ValueError, KeyError):
-            raise ConfigError(f"--param {name}={raw!r}: expected {kind.lower().replace('_', ' ')}") from None
+            names = {"STRUCT": "a JSON object", "LIST": "a JSON list"}
+            expected = names.get(kind) or kind.lower().replace("_", " ")
+            raise ConfigError(f"--param {name}={raw!r}: expected {expected}") from None
     missing = [n for n, d in inputs.items() if not d.get("isOptional") and n not in arguments]
     if missing:
         raise ConfigError(

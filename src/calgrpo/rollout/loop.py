@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import torch
 
+from calgrpo.errors import ConfigError
 from calgrpo.progress import progress
 from calgrpo.rollout.chat import ChatLayout
 from calgrpo.rollout.config import RolloutConfig
 from calgrpo.rollout.engine import RolloutEngine
 from calgrpo.rollout.records import AttemptRecord
+from calgrpo.seeding import generator_for
 from calgrpo.tasks import Problem, Task, Verdict, get_task
 
 
@@ -101,3 +103,14 @@ def verify_batch(tasks: dict[str, Task], problems: list[Problem], completions: l
         for i, verdict in zip(indices, results, strict=True):
             verdicts[i] = verdict
     return verdicts  # type: ignore[return-value]
+
+
+def problems_for_round(problems: list[Problem], count: int, seed: int, round_index: int) -> list[Problem]:
+    """``count`` of ``problems`` drawn without replacement for round ``round_index`` (all when
+    ``count`` is 0 or covers them), in their original order; the same draw for the same seed."""
+    if count < 0:
+        raise ConfigError(f"problems per round must be >= 0 (0: all), got {count}")
+    if count == 0 or count >= len(problems):
+        return list(problems)
+    order = torch.randperm(len(problems), generator=generator_for(seed, "round-problems", round_index))
+    return [problems[i] for i in sorted(order[:count].tolist())]
