@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from calgrpo.commands_infra import INFRA_COMMANDS
 from calgrpo.errors import ConfigError
@@ -167,8 +167,11 @@ class RolloutCommand:
 class TrainCommand:
     """Train the policy on one rollout batch (attempts.parquet) with CAL-GRPO.
 
-    Writes OUTPUT/model (loadable by rollout), OUTPUT/trainer.pt (optimizer and scheduler, for
-    --resume-from in the next round), state.json (the round's metrics), and a manifest written last.
+    Writes OUTPUT/model (loadable by rollout), OUTPUT/trainer_shards (model and optimizer state as a
+    torch.distributed.checkpoint, loadable by any world size) and OUTPUT/trainer.pt (scheduler and
+    step) for --resume-from in the next round, state.json (the round's metrics), and a manifest
+    written last. Under ``torchrun --nproc-per-node N -m calgrpo.cli train ...`` the global batch is
+    split over the N ranks and the step is the same as one process's.
     """
 
     attempts: Path
@@ -189,6 +192,9 @@ class TrainCommand:
     """Seed of the minibatch order."""
     threads: int | None = None
     """CPU threads for torch (default: torch's choice)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """``auto``: this rank's GPU when CUDA is available, else CPU. Run under ``torchrun`` for data
+    parallelism (``--train.strategy ddp|fsdp``): gloo on CPU, NCCL on GPU."""
 
 
 @dataclass(frozen=True)
@@ -294,7 +300,7 @@ def run_rollout_command(config: RolloutCommand) -> int:
 
     from calgrpo.io import read_problems
     from calgrpo.metrics import verification_at_k
-    from calgrpo.models.loading import load_policy
+    from calgrpo.models.loading import inference_placement, load_policy
     from calgrpo.rollout.chat import ChatLayout
     from calgrpo.rollout.hf_engine import TransformersEngine
     from calgrpo.rollout.loop import rollout
@@ -302,7 +308,8 @@ def run_rollout_command(config: RolloutCommand) -> int:
 
     _set_threads(config.threads)
     problems = read_problems(config.problems)
-    policy = load_policy(config.model)
+    device, dtype = inference_placement()
+    policy = load_policy(config.model, device=device, dtype=dtype)
     policy.model.eval()
     layout = ChatLayout(policy.tokenizer)
     engine = TransformersEngine(
@@ -325,15 +332,18 @@ def run_rollout_command(config: RolloutCommand) -> int:
 
 
 def run_train_command(config: TrainCommand) -> int:
+    """One round of training; under torchrun every rank runs this and rank 0 writes the model."""
     import torch
 
     from calgrpo.models.loading import load_policy
     from calgrpo.rollout.records import read_attempts
     from calgrpo.train.batch import build_batch
-    from calgrpo.train.checkpoint import save_checkpoint
+    from calgrpo.train.checkpoint import save_train_output
+    from calgrpo.train.distributed import init_distributed, load_sharded
     from calgrpo.train.trainer import Trainer
 
     _set_threads(config.threads)
+    context = init_distributed(config.device)
     records = read_attempts(config.attempts)
     if config.verdicts is not None:
         from calgrpo.verify import apply_verdicts, read_verdicts
@@ -341,19 +351,20 @@ def run_train_command(config: TrainCommand) -> int:
         records = apply_verdicts(records, read_verdicts(config.verdicts))
     num_attempts = config.num_attempts or max(r.attempt for r in records)
     policy = load_policy(config.model)
-    trainer = Trainer(policy.model, config.train)
+    trainer = Trainer(policy.model, config.train, context=context)
     if config.resume_from is not None:
-        trainer.load_state_dict(torch.load(Path(config.resume_from) / "trainer.pt", weights_only=False))
+        previous = Path(config.resume_from)
+        trainer.load_state_dict(torch.load(previous / "trainer.pt", weights_only=False))
+        if (previous / "trainer_shards").is_dir():  # written by any world size, resharded for this one
+            load_sharded(previous / "trainer_shards", trainer.scorer, trainer.optimizer)
     batch = build_batch(records, num_attempts, policy.tokenizer.pad_token_id)
     metrics = trainer.train_on(batch, torch.Generator().manual_seed(config.seed))
-    save_checkpoint(
-        Path(config.output),
-        model=policy.model,
-        tokenizer=policy.tokenizer,
-        trainer_state=trainer.state_dict(),
-        state={"metrics": metrics, "source_model": config.model},
-    )
-    print(json.dumps(metrics))
+    state = {"metrics": metrics, "source_model": config.model, "world_size": context.world_size}
+    save_train_output(Path(config.output), trainer, policy.tokenizer, state)
+    if context.is_main:
+        print(json.dumps(metrics))
+    if context.active:
+        torch.distributed.destroy_process_group()
     return 0
 
 

@@ -97,6 +97,7 @@ def test_stage_chain_runs_in_kfp_local(tmp_path) -> None:
             ppo_epochs=1,
             minibatches=2,
             temperature=1.0,
+            precision="fp32",
             seed=0,
             round_index=0,
         )

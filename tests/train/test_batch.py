@@ -11,7 +11,8 @@ from calgrpo.rollout.config import RolloutConfig, SamplingParams
 from calgrpo.rollout.hf_engine import TransformersEngine
 from calgrpo.rollout.loop import rollout
 from calgrpo.tasks import get_task
-from calgrpo.train.batch import build_batch, token_logprobs
+from calgrpo.train.batch import build_batch
+from calgrpo.train.scoring import token_logprobs
 
 
 def _records(policy, num_problems=4, group=3, attempts=4, seed=0):

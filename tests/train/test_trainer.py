@@ -9,8 +9,9 @@ import torch
 
 from calgrpo.algorithms import attempt_advantages, policy_loss
 from calgrpo.errors import ConfigError, UnknownNameError
-from calgrpo.train.batch import build_batch, token_logprobs
+from calgrpo.train.batch import build_batch
 from calgrpo.train.config import TrainConfig
+from calgrpo.train.scoring import token_logprobs
 from calgrpo.train.trainer import Trainer
 from tests.train.test_batch import _records
 

@@ -54,7 +54,7 @@ def _episodes(config: EvaluateConfig, model_uri: str, problems) -> tuple[Any, fl
     import torch
 
     from calgrpo.evaluation.summary import episode_table
-    from calgrpo.models.loading import load_policy
+    from calgrpo.models.loading import inference_placement, load_policy
     from calgrpo.rollout.chat import ChatLayout
     from calgrpo.rollout.config import RolloutConfig, SamplingParams
     from calgrpo.rollout.hf_engine import TransformersEngine
@@ -62,7 +62,8 @@ def _episodes(config: EvaluateConfig, model_uri: str, problems) -> tuple[Any, fl
     from calgrpo.tasks import TASKS
 
     started = time.perf_counter()  # loading the policy is part of rolling it out
-    policy = load_policy(model_uri)
+    device, dtype = inference_placement()
+    policy = load_policy(model_uri, device=device, dtype=dtype)
     policy.model.eval()
     layout = ChatLayout(policy.tokenizer)
     budget = config.max_new_tokens or max(TASKS.get(p.task).default_max_new_tokens for p in problems)

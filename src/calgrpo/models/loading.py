@@ -49,6 +49,11 @@ def resolve_model_folder(uri: str, cache_dir: Path | None = None) -> str:
     return uri  # a hub id such as "Qwen/Qwen2.5-0.5B-Instruct"
 
 
+def inference_placement() -> tuple[str, torch.dtype]:
+    """(device, dtype) to generate with: the GPU in bfloat16 when there is one, else the CPU in fp32."""
+    return ("cuda", torch.bfloat16) if torch.cuda.is_available() else ("cpu", torch.float32)
+
+
 def load_policy(
     uri: str, *, dtype: torch.dtype = torch.float32, device: str = "cpu", cache_dir: Path | None = None
 ) -> Policy:

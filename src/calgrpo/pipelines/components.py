@@ -72,7 +72,7 @@ def rollout(
     import torch
 
     from calgrpo.io import read_problems
-    from calgrpo.models.loading import load_policy
+    from calgrpo.models.loading import inference_placement, load_policy
     from calgrpo.rollout.chat import ChatLayout
     from calgrpo.rollout.config import RolloutConfig, SamplingParams
     from calgrpo.rollout.hf_engine import TransformersEngine
@@ -83,7 +83,8 @@ def rollout(
 
     chosen = read_problems(Path(problems.path, f"{split}.parquet" if split else "problems.parquet"))
     chosen = problems_for_round(chosen, problems_per_round, seed, round_index)
-    policy = load_policy(model.path)
+    device, dtype = inference_placement()
+    policy = load_policy(model.path, device=device, dtype=dtype)
     policy.model.eval()
     layout = ChatLayout(policy.tokenizer)
     engine = TransformersEngine(policy.model, policy.tokenizer.pad_token_id, layout.stop_token_ids)
@@ -137,6 +138,7 @@ def train(
     ppo_epochs: int,
     minibatches: int,
     temperature: float,
+    precision: str,
     seed: int,
     round_index: int,
     new_model: Output[Model],
@@ -145,6 +147,7 @@ def train(
     """CAL-GRPO on one rollout batch with authoritative rewards; writes the updated model.
 
     ``temperature`` must be the rollout's: tokens are scored at the temperature they were sampled at.
+    ``precision``: ``bf16`` (autocast, fp32 master weights; for GPUs) or ``fp32``.
     """
     from pathlib import Path
 
@@ -155,15 +158,16 @@ def train(
     from calgrpo.seeding import derive_seed
     from calgrpo.train.batch import build_batch
     from calgrpo.train.config import TrainConfig
+    from calgrpo.train.distributed import init_distributed
     from calgrpo.train.trainer import Trainer
     from calgrpo.verify import apply_verdicts, read_verdicts
 
     records = apply_verdicts(read_attempts(Path(attempts.path, "attempts.parquet")),
                              read_verdicts(Path(verdicts.path, "verdicts.parquet")))  # fmt: skip
-    policy = load_policy(model.path)
+    policy = load_policy(model.path)  # fp32 master weights; bf16 autocast on GPU (precision)
     config = TrainConfig(method=method, learning_rate=learning_rate, ppo_epochs=ppo_epochs,
-                         minibatches=minibatches, temperature=temperature)  # fmt: skip
-    trainer = Trainer(policy.model, config)
+                         minibatches=minibatches, temperature=temperature, precision=precision)  # fmt: skip
+    trainer = Trainer(policy.model, config, context=init_distributed("auto"))
     batch = build_batch(records, max(r.attempt for r in records), policy.tokenizer.pad_token_id)
     result = trainer.train_on(
         batch, torch.Generator().manual_seed(derive_seed(seed, "minibatches", round_index))

@@ -92,6 +92,7 @@ def build_train_pipeline(rounds: int = 2):
         learning_rate: float = 1e-6,
         ppo_epochs: int = 1,
         minibatches: int = 1,
+        precision: str = "bf16",
         eval_fraction: float = 0.1,
         eval_samples: int = 4,
         margin: float = 0.0,
@@ -121,7 +122,7 @@ def build_train_pipeline(rounds: int = 2):
             trained = ALL["train"](
                 attempts=attempts.outputs["attempts"], verdicts=verdicts.outputs["verdicts"], model=model,
                 method=method, learning_rate=learning_rate, ppo_epochs=ppo_epochs, minibatches=minibatches,
-                temperature=temperature, seed=seed, round_index=round_index,
+                temperature=temperature, precision=precision, seed=seed, round_index=round_index,
             )  # fmt: skip
             _gpu(trained, gpu, 8 * 3600).set_caching_options(False)
             model = trained.outputs["new_model"]

@@ -59,6 +59,8 @@ class RunLocalConfig:
     """Passes over each round's rollouts."""
     minibatches: int = 8
     """Optimizer steps per pass."""
+    precision: str = "fp32"
+    """Training precision: ``fp32`` (right for CPUs) or ``bf16`` (autocast; GPUs)."""
     eval_samples: int = 8
     """Evaluation episodes per problem."""
     seed: int = 0
@@ -109,7 +111,8 @@ def _pipeline_call(config: RunLocalConfig, dataset: str, model: str):
         dataset_uri=dataset, dataset_format=config.dataset_format, model_uri=model, baseline_uri=baseline,
         registry=config.registry, num_attempts=config.num_attempts, group_size=config.group_size,
         max_new_tokens=config.max_new_tokens, learning_rate=config.learning_rate,
-        ppo_epochs=config.ppo_epochs, minibatches=config.minibatches, eval_fraction=0.25,
+        ppo_epochs=config.ppo_epochs, minibatches=config.minibatches, precision=config.precision,
+        eval_fraction=0.25,
         eval_samples=config.eval_samples,
         promote_first=config.promote_first, seed=config.seed,
     )  # fmt: skip

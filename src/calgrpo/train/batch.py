@@ -105,21 +105,25 @@ def build_batch(records: list[AttemptRecord], num_attempts: int, pad_token_id: i
     )
 
 
-def token_logprobs(
-    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float = 1.0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-prob of each token given the ones before it, and the entropy of that prediction.
 
-    Args:
-        input_ids, attention_mask: (B, L), right-padded.
+def token_budget_micro_batches(rows: torch.Tensor, lengths: torch.Tensor, budget: int) -> list[torch.Tensor]:
+    """Split ``rows`` (R,) with real lengths ``lengths`` (R,) into micro-batches of at most ``budget``
+    padded tokens (rows x longest row), longest first; a row longer than the budget goes alone.
 
-    Returns:
-        (logprobs (B, L), entropy (B, L)), both 0 at position 0 (nothing predicts the first token).
+    Sorting by length first is what saves the padding: each micro-batch is padded only to its own
+    longest row, not the batch's.
     """
-    logits = model(input_ids=input_ids, attention_mask=attention_mask.long(), use_cache=False).logits
-    logits = logits[:, :-1].float() / temperature  # position t predicts token t + 1
-    log_probs = torch.log_softmax(logits, dim=-1)
-    picked = log_probs.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-    entropy = -(log_probs.exp() * log_probs).sum(-1)  # kept differentiable for the entropy bonus
-    zeros = torch.zeros(input_ids.shape[0], 1, dtype=picked.dtype, device=picked.device)
-    return torch.cat([zeros, picked], dim=1), torch.cat([zeros, entropy], dim=1)
+    order = torch.argsort(lengths, descending=True, stable=True)
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for index in order.tolist():
+        length = int(lengths[index])
+        if current and (len(current) + 1) * max(longest, length) > budget:
+            batches.append(current)
+            current, longest = [], 0
+        current.append(index)
+        longest = max(longest, length)
+    if current:
+        batches.append(current)
+    return [rows[torch.tensor(batch)] for batch in batches]

@@ -42,6 +42,39 @@ def save_checkpoint(folder: Path, *, model, tokenizer, trainer_state: dict, stat
     return folder
 
 
+def save_train_output(folder: Path, trainer, tokenizer, state: dict[str, Any]) -> Path:
+    """``calgrpo train``'s output, from every rank of a (possibly distributed) run; returns the folder.
+
+    All ranks write their shards of model and optimizer state (``trainer_shards/``, a
+    torch.distributed.checkpoint any world size can load) and join in gathering the full weights;
+    rank 0 writes ``model/`` (a save_pretrained folder), ``trainer.pt`` (scheduler, step),
+    ``state.json`` and, last, the manifest.
+    """
+    from calgrpo.train.distributed import barrier, full_state_dict, save_sharded
+
+    context = trainer.context
+    if context.is_main and folder.exists():
+        shutil.rmtree(folder)  # never mix two writes in one folder
+    barrier(context)
+    save_sharded(folder / "trainer_shards", trainer.scorer, trainer.optimizer)
+    weights = full_state_dict(trainer.scorer)
+    if context.is_main:
+        # Tied weights (lm_head = embeddings) are gathered under both names but saved once, as
+        # save_pretrained would: keep the names the model itself reports (duplicates removed).
+        own = {name for name, _ in trainer.model.named_parameters()} | {
+            name for name, _ in trainer.model.named_buffers()
+        }
+        weights = {name.removeprefix("model."): tensor for name, tensor in weights.items()}
+        weights = {name: tensor for name, tensor in weights.items() if name in own}
+        trainer.model.save_pretrained(folder / "model", state_dict=weights)
+        tokenizer.save_pretrained(folder / "model")
+        torch.save(trainer.state_dict(with_optimizer=False), folder / "trainer.pt")
+        (folder / "state.json").write_text(json.dumps(state, indent=1, sort_keys=True))
+        write_manifest(folder)
+    barrier(context)
+    return folder
+
+
 def latest_checkpoint(root: Path) -> Path | None:
     """The newest complete checkpoint under ``root``; incomplete ones are skipped with a warning."""
     if not root.is_dir():

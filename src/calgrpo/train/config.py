@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from calgrpo.algorithms.loss_config import PolicyLossConfig
 from calgrpo.errors import check_ranges
@@ -31,6 +32,18 @@ class TrainConfig:
     """Optimizer steps per pass; the batch's prompts are split evenly (>= 1)."""
     micro_batch_size: int = 64
     """Trajectories per forward/backward; gradients accumulate over them (>= 1)."""
+    micro_batch_tokens: int = 0
+    """If > 0, micro-batches are filled by padded tokens instead of a count: each minibatch's
+    trajectories sorted by length, then packed greedily up to this many (rows x longest) tokens, so
+    short trajectories are not padded to the longest of the batch."""
+    logprob_chunk_tokens: int = 1024
+    """Attempt tokens whose logits exist at once when scoring (0: the model's full logits)."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """``bf16``: autocast the forward and backward to bfloat16; weights and AdamW state stay fp32."""
+    gradient_checkpointing: bool = False
+    """Recompute decoder activations in backward (less memory, ~30% more compute)."""
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+    """Data parallelism under torchrun (WORLD_SIZE > 1): replicated (``ddp``) or sharded (``fsdp``)."""
     clip_low: float = 0.2
     """PPO ratio clip below 1 - clip_low."""
     clip_high: float = 0.2
@@ -54,6 +67,8 @@ class TrainConfig:
                 "ppo_epochs": (self.ppo_epochs >= 1, ">= 1"),
                 "minibatches": (self.minibatches >= 1, ">= 1"),
                 "micro_batch_size": (self.micro_batch_size >= 1, ">= 1"),
+                "micro_batch_tokens": (self.micro_batch_tokens >= 0, ">= 0"),
+                "logprob_chunk_tokens": (self.logprob_chunk_tokens >= 0, ">= 0"),
                 "entropy_coef": (self.entropy_coef >= 0, ">= 0"),
                 "temperature": (self.temperature > 0, "> 0"),
             },

@@ -3,10 +3,15 @@
 The trainer never knows which advantage method runs: it asks the registry for (P, G, K) weights,
 spreads them over each attempt's tokens, and minimises :func:`calgrpo.algorithms.policy_loss`
 normalised by (prompts in the minibatch) x G.
+
+Under torchrun each rank takes a slice of every minibatch's trajectories; the loss keeps the global
+normaliser and gradients are summed over ranks, so one optimizer step sees the same gradient for
+any world size (global batch semantics).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import torch
@@ -14,23 +19,38 @@ import torch
 from calgrpo.algorithms import ADVANTAGE_METHODS, PolicyLossConfig, attempt_advantages, policy_loss
 from calgrpo.algorithms.advantages import trajectory_success
 from calgrpo.errors import ConfigError
-from calgrpo.train.batch import TrajectoryBatch, token_logprobs
+from calgrpo.train.batch import TrajectoryBatch, token_budget_micro_batches
 from calgrpo.train.config import TrainConfig
+from calgrpo.train.distributed import DistContext, all_reduce_sum, wrap_for_training
+from calgrpo.train.scoring import PolicyScorer
 
 
 class Trainer:
     """Holds the optimizer and scheduler; :meth:`train_on` consumes one rollout batch."""
 
-    def __init__(self, model: torch.nn.Module, config: TrainConfig, ref_model: torch.nn.Module | None = None):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        config: TrainConfig,
+        ref_model: torch.nn.Module | None = None,
+        context: DistContext | None = None,
+    ):
         self.model = model
         self.config = config
-        self.ref_model = ref_model
+        self.context = context or DistContext(device=next(model.parameters()).device)
         if config.kl_coef > 0 and ref_model is None:
             raise ConfigError("kl_coef > 0 needs a reference model")
         ADVANTAGE_METHODS.get(config.method)  # fail before any work on an unknown method
         self.loss_config = PolicyLossConfig(config.clip_low, config.clip_high, config.kl_coef)
+        if config.gradient_checkpointing:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        scorer = PolicyScorer(model, config.logprob_chunk_tokens)
+        self.scorer = wrap_for_training(scorer, config.strategy, self.context)
+        self.ref_scorer = None
+        if ref_model is not None:
+            self.ref_scorer = PolicyScorer(ref_model.to(self.context.device), config.logprob_chunk_tokens)
         self.optimizer = torch.optim.AdamW(
-            model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+            self.scorer.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         )
         warmup = config.warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -38,15 +58,16 @@ class Trainer:
         )
         self.step = 0
 
-    def state_dict(self) -> dict:
-        return {
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "step": self.step,
-        }
+    def state_dict(self, with_optimizer: bool = True) -> dict:
+        """Scheduler and step, and the optimizer unless it is saved sharded (``with_optimizer=False``)."""
+        state = {"scheduler": self.scheduler.state_dict(), "step": self.step}
+        if with_optimizer:
+            state["optimizer"] = self.optimizer.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        if "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
 
@@ -54,7 +75,6 @@ class Trainer:
         """PPO epochs over ``batch``; returns round metrics. ``generator`` shuffles the minibatches."""
         config = self.config
         started = time.perf_counter()
-        device = next(self.model.parameters()).device
         advantages = attempt_advantages(
             batch.rewards, batch.attempted, config.method, scale_by_std=config.scale_by_std
         )
@@ -65,13 +85,15 @@ class Trainer:
         totals: dict[str, float] = {}
         num_steps = 0
         self.model.train()
+        rank, world = self.context.rank, self.context.world_size
         for _ in range(config.ppo_epochs):
             order = torch.randperm(num_prompts, generator=generator)
             for prompt_ids in order.tensor_split(min(config.minibatches, num_prompts)):
                 rows = (prompt_ids.unsqueeze(1) * group + torch.arange(group)).flatten()
                 step_metrics = self._optimizer_step(
-                    batch, rows, token_advantages, ref_logprobs, len(prompt_ids) * group, device
-                )
+                    batch, rows.tensor_split(world)[rank], token_advantages, ref_logprobs,
+                    len(prompt_ids) * group,
+                )  # fmt: skip
                 for key, value in step_metrics.items():
                     totals[key] = totals.get(key, 0.0) + value
                 num_steps += 1
@@ -94,45 +116,83 @@ class Trainer:
         )
         return metrics
 
-    def _optimizer_step(
-        self, batch, rows, token_advantages, ref_logprobs, normalizer, device
-    ) -> dict[str, float]:
+    def _micro_batches(self, batch: TrajectoryBatch, rows: torch.Tensor) -> list[torch.Tensor]:
+        if self.config.micro_batch_tokens > 0:
+            lengths = batch.attention_mask[rows].sum(1)
+            return token_budget_micro_batches(rows, lengths, self.config.micro_batch_tokens)
+        return list(rows.split(self.config.micro_batch_size))
+
+    def _score(self, input_ids, attention_mask, score_mask, scorer=None):
+        device = self.context.device
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16")
+        with autocast:
+            return (scorer or self.scorer)(input_ids.to(device), attention_mask.to(device),
+                                           score_mask.to(device), self.config.temperature)  # fmt: skip
+
+    def _gradient_sync(self, enabled: bool):
+        """Skip the gradient collective on all but a step's last micro-batch (they accumulate)."""
+        if hasattr(self.scorer, "set_requires_gradient_sync"):  # FSDP2
+            self.scorer.set_requires_gradient_sync(enabled)
+        if enabled or not hasattr(self.scorer, "no_sync"):
+            return contextlib.nullcontext()
+        return self.scorer.no_sync()  # DDP
+
+    def _optimizer_step(self, batch, rows, token_advantages, ref_logprobs, normalizer) -> dict[str, float]:
+        """One optimizer step on this rank's ``rows`` of a minibatch of ``normalizer`` trajectories."""
+        device, world = self.context.device, self.context.world_size
         self.optimizer.zero_grad(set_to_none=True)
-        sums = {"loss": 0.0, "pg_loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "entropy": 0.0}
-        num_tokens = 0.0
-        for micro in rows.split(self.config.micro_batch_size):
-            length = int(batch.attention_mask[micro].sum(1).max())  # trim padding shared by the micro-batch
-            ids = batch.input_ids[micro, :length].to(device)
-            mask = batch.loss_mask[micro, :length].to(device)
-            logprobs, entropy = token_logprobs(
-                self.model, ids, batch.attention_mask[micro, :length].to(device), self.config.temperature
-            )
-            out = policy_loss(
-                logprobs,
-                batch.behaviour_logprobs[micro, :length].to(device),
-                token_advantages[micro, :length].to(device),
-                mask,
-                normalizer=normalizer,
-                config=self.loss_config,
-                ref_logprobs=None if ref_logprobs is None else ref_logprobs[micro, :length].to(device),
-            )
-            loss = out.loss
-            masked_entropy = torch.where(mask, entropy, torch.zeros_like(entropy)).sum()
-            if self.config.entropy_coef > 0:
-                loss = loss - self.config.entropy_coef * masked_entropy / normalizer
-            loss.backward()
-            tokens = float(out.num_tokens)
-            num_tokens += tokens
-            sums["loss"] += float(loss.detach())
-            sums["pg_loss"] += float(out.pg_loss)
-            sums["kl"] += float(out.kl) * tokens
-            sums["clip_fraction"] += float(out.clip_fraction) * tokens
-            sums["entropy"] += float(masked_entropy.detach())
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+        sums = {"loss": 0.0, "pg_loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "entropy": 0.0, "tokens": 0.0}
+        micro_batches = self._micro_batches(batch, rows)
+        # Every rank must run as many forward/backward passes as the busiest one (collectives).
+        passes = len(micro_batches)
+        if self.context.active:
+            count = torch.tensor([passes])
+            torch.distributed.all_reduce(count, op=torch.distributed.ReduceOp.MAX)
+            passes = int(count)
+        for index in range(passes):
+            with self._gradient_sync(index == passes - 1):
+                if index >= len(micro_batches):  # nothing left here: a zero-gradient pass
+                    logprobs, _ = self._score(batch.input_ids[:1, :2], batch.attention_mask[:1, :2],
+                                              batch.attention_mask[:1, :2])  # fmt: skip
+                    (logprobs.sum() * 0.0).backward()
+                    continue
+                micro = micro_batches[index]
+                length = int(batch.attention_mask[micro].sum(1).max())  # trim padding shared by all rows
+                mask = batch.loss_mask[micro, :length].to(device)
+                logprobs, entropy = self._score(
+                    batch.input_ids[micro, :length], batch.attention_mask[micro, :length], mask
+                )
+                out = policy_loss(
+                    logprobs,
+                    batch.behaviour_logprobs[micro, :length].to(device),
+                    token_advantages[micro, :length].to(device),
+                    mask,
+                    normalizer=normalizer,
+                    config=self.loss_config,
+                    ref_logprobs=None if ref_logprobs is None else ref_logprobs[micro, :length].to(device),
+                )
+                loss = out.loss
+                masked_entropy = torch.where(mask, entropy, torch.zeros_like(entropy)).sum()
+                if self.config.entropy_coef > 0:
+                    loss = loss - self.config.entropy_coef * masked_entropy / normalizer
+                # Data-parallel wrappers average gradients over ranks; the sum is what keeps the step
+                # equal to one process's with the same global batch.
+                (loss * world).backward()
+                tokens = float(out.num_tokens)
+                sums["tokens"] += tokens
+                sums["loss"] += float(loss.detach())
+                sums["pg_loss"] += float(out.pg_loss)
+                sums["kl"] += float(out.kl) * tokens
+                sums["clip_fraction"] += float(out.clip_fraction) * tokens
+                sums["entropy"] += float(masked_entropy.detach())
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.scorer.parameters(), self.config.max_grad_norm)
+        if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP
+            grad_norm = grad_norm.full_tensor()
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
-        per_token = max(num_tokens, 1.0)
+        sums = all_reduce_sum(sums, self.context)
+        per_token = max(sums["tokens"], 1.0)
         return {
             "loss": sums["loss"],
             "pg_loss": sums["pg_loss"],
@@ -144,14 +204,9 @@ class Trainer:
 
     @torch.no_grad()
     def _reference_logprobs(self, batch: TrajectoryBatch) -> torch.Tensor:
-        device = next(self.ref_model.parameters()).device
         chunks = []
         for micro in torch.arange(batch.input_ids.shape[0]).split(self.config.micro_batch_size):
-            logprobs, _ = token_logprobs(
-                self.ref_model,
-                batch.input_ids[micro].to(device),
-                batch.attention_mask[micro].to(device),
-                self.config.temperature,
-            )
+            logprobs, _ = self._score(batch.input_ids[micro], batch.attention_mask[micro],
+                                      batch.loss_mask[micro], scorer=self.ref_scorer)  # fmt: skip
             chunks.append(logprobs.cpu())
         return torch.cat(chunks)

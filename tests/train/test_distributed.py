@@ -1,0 +1,88 @@
+"""Data-parallel training under torchrun on CPU (gloo): same global batch -> same weights, any world size."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from calgrpo.manifest import is_complete
+
+TRAIN = ["--train.learning-rate", "3e-3", "--train.minibatches", "2", "--train.ppo-epochs", "2",
+         "--train.micro-batch-size", "3", "--train.logprob-chunk-tokens", "5", "--device", "cpu"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def attempts(tmp_path_factory, tiny_policy_folder) -> Path:
+    """A rollout of 8 guess problems x G = 4 x K = 3 by the tiny policy."""
+    folder = tmp_path_factory.mktemp("distributed")
+    _run("problems", "--output", str(folder / "problems.parquet"), "--num-problems", "8", "--num-values", "8")
+    _run("rollout", "--problems", str(folder / "problems.parquet"), "--model", str(tiny_policy_folder),
+         "--output", str(folder / "attempts.parquet"), "--rollout.num-attempts", "3", "--rollout.group-size", "4",
+         "--rollout.sampling.max-new-tokens", "2", "--seed", "1")  # fmt: skip
+    return folder / "attempts.parquet"
+
+
+def _run(*args: str, processes: int = 1) -> dict:
+    launcher = [sys.executable, "-m", "calgrpo.cli"]
+    if processes > 1:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+                    "-m", "calgrpo.cli"]  # fmt: skip
+    result = subprocess.run([*launcher, *args], capture_output=True, text=True, timeout=600, check=False,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "400"})  # fmt: skip
+    assert result.returncode == 0, (args[0], processes, result.stderr[-4000:])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _train(attempts: Path, model: Path, output: Path, *extra: str, processes: int = 1) -> dict:
+    return _run("train", "--attempts", str(attempts), "--model", str(model), "--output", str(output),
+                *TRAIN, *extra, processes=processes)  # fmt: skip
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(folder / "model" / "model.safetensors")
+
+
+def _max_difference(a: Path, b: Path) -> float:
+    first, second = _weights(a), _weights(b)
+    assert first.keys() == second.keys()
+    return max(float((first[k] - second[k]).abs().max()) for k in first)
+
+
+def test_two_ranks_match_one_process_with_ddp_and_fsdp(attempts, tiny_policy_folder, tmp_path) -> None:
+    single = _train(attempts, tiny_policy_folder, tmp_path / "one")
+    ddp = _train(attempts, tiny_policy_folder, tmp_path / "ddp", "--train.strategy", "ddp", processes=2)
+    fsdp = _train(attempts, tiny_policy_folder, tmp_path / "fsdp", "--train.strategy", "fsdp", processes=2)
+    for folder in ("one", "ddp", "fsdp"):
+        assert is_complete(tmp_path / folder)
+    initial = load_file(Path(tiny_policy_folder) / "model.safetensors")
+    moved = max(float((w - initial[k]).abs().max()) for k, w in _weights(tmp_path / "one").items())
+    assert moved > 1e-3  # training changed the weights, so agreement below is not trivial
+    for strategy in ("ddp", "fsdp"):
+        difference = _max_difference(tmp_path / "one", tmp_path / strategy)
+        assert difference < 2e-5, (strategy, difference)
+    for metrics in (ddp, fsdp):  # metrics are reduced over ranks, not rank 0's share
+        assert metrics["train/step"] == single["train/step"] == 4
+        assert metrics["train/loss"] == pytest.approx(single["train/loss"], abs=1e-5)
+        assert metrics["train/grad_norm"] == pytest.approx(single["train/grad_norm"], rel=1e-4)
+
+
+def test_sharded_state_resumes_on_another_world_size(attempts, tiny_policy_folder, tmp_path) -> None:
+    """Round 1 on 2 FSDP ranks, round 2 on 1 process == both rounds on 1 process."""
+    _train(attempts, tiny_policy_folder, tmp_path / "r1-two", "--train.strategy", "fsdp", processes=2)
+    _train(attempts, tiny_policy_folder, tmp_path / "r1-one")
+    difference = _max_difference(tmp_path / "r1-two", tmp_path / "r1-one")
+    assert difference < 2e-5, difference
+    resumed = _train(attempts, tmp_path / "r1-two" / "model", tmp_path / "r2-from-two",
+                     "--resume-from", str(tmp_path / "r1-two"))  # fmt: skip
+    straight = _train(attempts, tmp_path / "r1-one" / "model", tmp_path / "r2-one",
+                      "--resume-from", str(tmp_path / "r1-one"))  # fmt: skip
+    assert resumed["train/step"] == straight["train/step"] == 8  # step and AdamW moments carried over
+    difference = _max_difference(tmp_path / "r2-from-two", tmp_path / "r2-one")
+    assert difference < 5e-5, difference
