@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -22,28 +23,34 @@ def train_yaml(tmp_path_factory):
     return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
 
 
-def test_rounds_are_unrolled_and_promotion_is_conditional(train_yaml) -> None:
+def test_rounds_are_unrolled_with_a_rollout_fan_out_and_promotion_is_conditional(train_yaml) -> None:
     spec, _ = train_yaml
     tasks = spec["root"]["dag"]["tasks"]
-    for name in (
-        "ingest",
-        "fetch-model",
-        "rollout",
-        "rollout-2",
-        "verify",
-        "verify-2",
-        "train",
-        "train-2",
-        "evaluate",
-    ):
+    for name in ("ingest", "fetch-model", "plan-shards", "for-loop-1", "for-loop-2", "merge-attempts",
+                 "merge-attempts-2", "verify", "verify-2", "train", "train-2", "evaluate"):  # fmt: skip
         assert name in tasks, name
-    assert tasks["rollout-2"]["inputs"]["artifacts"]["model"]["taskOutputArtifact"]["producerTask"] == "train"
-    condition = tasks["condition-1"]
+    # Round 2's shards roll out the model round 1 trained, one task per item of plan-shards' list.
+    loop = tasks["for-loop-2"]
+    assert loop["inputs"]["artifacts"]["pipelinechannel--train-new_model"]["taskOutputArtifact"] == {
+        "outputArtifactKey": "new_model", "producerTask": "train"}  # fmt: skip
+    assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--plan-shards-Output"
+    inner = spec["components"]["comp-for-loop-2"]["dag"]["tasks"]["rollout-2"]["inputs"]["parameters"]
+    assert inner["shard_index"] == {"componentInputParameter": "pipelinechannel--plan-shards-Output-loop-item"}
+    assert inner["num_shards"] == {"componentInputParameter": "pipelinechannel--rollout_shards"}
+    # The accelerator request inside the loop reads gpu_type/gpu_count, so the loop must receive them.
+    loop_inputs = spec["components"]["comp-for-loop-2"]["inputDefinitions"]["parameters"]
+    assert {"pipelinechannel--gpu_type", "pipelinechannel--gpu_count"} <= set(loop_inputs)
+    merge = tasks["merge-attempts-2"]["inputs"]["artifacts"]["shards"]["taskOutputArtifact"]
+    assert merge == {"outputArtifactKey": "pipelinechannel--rollout-2-attempts", "producerTask": "for-loop-2"}
+    assert tasks["verify-2"]["inputs"]["artifacts"]["attempts"]["taskOutputArtifact"]["producerTask"] == (
+        "merge-attempts-2")  # fmt: skip
+    condition = next(task for name, task in tasks.items() if name.startswith("condition-"))
     assert (
         condition["triggerPolicy"]["condition"]
         == "inputs.parameter_values['pipelinechannel--registry'] != ''"
     )
-    assert "promote" in spec["components"]["comp-condition-1"]["dag"]["tasks"]
+    body = spec["components"][condition["componentRef"]["name"]]["dag"]["tasks"]
+    assert "promote" in body
     assert spec["root"]["inputDefinitions"]["parameters"]["gpu_type"]["defaultValue"] == "nvidia.com/gpu"
 
 
@@ -72,6 +79,7 @@ def test_models_are_resolved_uncached_and_the_evaluation_is_the_output(train_yam
 def test_gpu_stages_get_accelerator_toleration_shm_and_timeout(train_yaml) -> None:
     spec, executors = train_yaml
     tasks = spec["root"]["dag"]["tasks"]
+    loop_tasks = spec["components"]["comp-for-loop-1"]["dag"]["tasks"]
     for task, executor in (
         ("rollout", "exec-rollout"),
         ("train", "exec-train"),
@@ -87,9 +95,10 @@ def test_gpu_stages_get_accelerator_toleration_shm_and_timeout(train_yaml) -> No
         assert {"medium": "Memory", "mountPath": "/dev/shm", "volumeName": "dshm"} in platform[
             "emptyDirMounts"
         ]
-        assert platform["nodeSelector"] == {"nodeSelectorJson": {"componentInputParameter": "gpu_node_selector"}}
+        selector = platform["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"]
+        assert selector in ("gpu_node_selector", "pipelinechannel--gpu_node_selector")  # inside the fan-out
         assert int(platform["activeDeadlineSeconds"]) >= 3600
-        assert tasks[task].get("cachingOptions", {}).get("enableCache") in (None, False)
+        assert {**tasks, **loop_tasks}[task].get("cachingOptions", {}).get("enableCache") in (None, False)
 
 
 def test_secrets_retries_caching_and_security_context(train_yaml) -> None:
@@ -103,8 +112,9 @@ def test_secrets_retries_caching_and_security_context(train_yaml) -> None:
         "AWS_ENDPOINT_URL",
     }
     assert tasks["ingest"]["cachingOptions"]["enableCache"] is True
-    assert tasks["rollout"]["retryPolicy"]["maxRetryCount"] == 2
-    assert tasks["rollout"]["retryPolicy"]["backoffFactor"] == 2.0
+    rollout = spec["components"]["comp-for-loop-1"]["dag"]["tasks"]["rollout"]
+    assert rollout["retryPolicy"]["maxRetryCount"] == 2
+    assert rollout["retryPolicy"]["backoffFactor"] == 2.0
     verify = executors["exec-verify"]
     assert verify["securityContext"] == {"runAsUser": "65534", "runAsGroup": "65534", "runAsNonRoot": True}
     assert "secretAsEnv" not in verify  # untrusted code never sits next to credentials
@@ -145,13 +155,22 @@ def test_run_local_trains_evaluates_and_promotes_then_evaluates_the_promoted_mod
     """Both pipelines end to end on the embedded defaults; the second reads what the first promoted."""
     small = ("--root", str(tmp_path), "--problems", "32", "--eval-samples", "2")
     # As on a cluster: no baseline given, so the registry's current model (none yet) -> promoted first.
-    trained = _run_local(*small, "--rounds", "1", "--group-size", "4", "--minibatches", "2", "--baseline-uri", "")
+    trained = _run_local(*small, "--rounds", "1", "--group-size", "4", "--minibatches", "2", "--rollout-shards", "2",
+                         "--baseline-uri", "")  # fmt: skip
     assert trained["embedded_s3"].startswith("http://127.0.0.1:")
     assert trained["promoted"] is True and "baseline_v@k" not in trained
     assert trained["current"]["model"].startswith("s3://calgrpo/registry/models/policy/versions/")
     assert len(trained["v@k"]) == 4 and all(0.0 <= v <= 1.0 for v in trained["v@k"])
     assert Path(trained["report"]).is_file() and (Path(trained["report"]).parent / "metrics.json").is_file()
     assert (tmp_path / "s3").is_dir() and (tmp_path / "artifacts").is_dir()
+    # The round's two rollout shards were merged in shard order into the attempts verify and train read.
+    run = next((tmp_path / "artifacts").glob("calgrpo-train-*"))
+    shards = sorted(run.glob("for-loop-*/rollout/attempts/shard.json"))
+    assert len(shards) == 2
+    merged = pd.read_parquet(next(run.glob("merge-attempts*/attempts/attempts.parquet")))
+    parts = [pd.read_parquet(path.parent / "attempts.parquet") for path in shards]
+    assert sorted(merged["problem_id"].unique()) == sorted(set().union(*(set(p["problem_id"]) for p in parts)))
+    assert len(merged) == sum(len(p) for p in parts)
 
     # The registry pointer resolves to the promoted version; the embedded S3 serves it again.
     scored = _run_local(*small, "--pipeline", "evaluate",
@@ -163,8 +182,6 @@ def test_run_local_trains_evaluates_and_promotes_then_evaluates_the_promoted_mod
     difference = scored["difference_v@4"]
     assert difference["low"] <= difference["mean"] <= difference["high"]
     # The evaluate pipeline scores the whole dataset (the train pipeline only its eval split).
-    import pandas as pd
-
     rows = pd.read_parquet(Path(scored["report"]).parent / "per_problem.parquet")
     problems = pd.read_parquet(next((tmp_path / "artifacts").glob("calgrpo-evaluate-*/ingest/problems"))
                                / "problems.parquet")  # fmt: skip

@@ -120,3 +120,32 @@ def test_problems_for_round_draws_a_seeded_subset_in_order() -> None:
     assert problems_for_round(problems, 0, 0, 0) == problems == problems_for_round(problems, 99, 0, 0)
     with pytest.raises(ConfigError, match=">= 0"):
         problems_for_round(problems, -1, 0, 0)
+
+
+def test_shards_are_contiguous_and_merge_back_in_order(tmp_path) -> None:
+    from calgrpo.errors import ConfigError, InvalidInputError
+    from calgrpo.rollout.loop import shard_of
+    from calgrpo.rollout.records import AttemptRecord, merge_attempt_shards, write_attempt_shard
+
+    problems = [Problem(id=f"p{i}", task="coin", prompt=str(i), answer="yes") for i in range(10)]
+    shards = [shard_of(problems, i, 4) for i in range(4)]
+    assert [len(s) for s in shards] == [3, 3, 2, 2] and sum(shards, []) == problems
+    assert shard_of(problems, 0, 1) == problems and shard_of(problems[:2], 3, 4) == []
+    with pytest.raises(ConfigError):
+        shard_of(problems, 4, 4)
+
+    def record(problem_id: str) -> AttemptRecord:
+        return AttemptRecord(problem_id=problem_id, sample=0, attempt=1, context_token_ids=[1],
+                             completion_token_ids=[2], completion_logprobs=[-0.5], completion="x", reward=0.0,
+                             verdict="wrong", feedback="", finish_reason="stop", policy_version=0)  # fmt: skip
+
+    folders = []
+    for index, shard in enumerate(shards):
+        folders.append(tmp_path / f"s{index}")
+        write_attempt_shard([record(p.id) for p in shard], folders[-1], index, 4)
+    merged = merge_attempt_shards(list(reversed(folders)))  # collected in any order
+    assert [r.problem_id for r in merged] == [p.id for p in problems]
+    with pytest.raises(InvalidInputError, match="incomplete"):
+        merge_attempt_shards(folders[:3])
+    with pytest.raises(InvalidInputError, match="twice"):
+        merge_attempt_shards([*folders, folders[0]])

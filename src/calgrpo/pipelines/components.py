@@ -61,10 +61,17 @@ def rollout(
     seed: int,
     round_index: int,
     attempts: Output[Dataset],
+    shard_index: int = 0,
+    num_shards: int = 1,
+    gpu_type: str = "",
+    gpu_count: str = "",
 ):
-    """Multi-attempt rollout with verifier feedback; writes attempts.parquet.
+    """Multi-attempt rollout with verifier feedback of shard ``shard_index`` of ``num_shards`` of the
+    round's problems; writes attempts.parquet and shard.json (``merge_attempts`` joins the shards).
 
     ``problems_per_round`` 0: the whole split, else a seeded draw per round; ``max_new_tokens`` 0: the task's.
+    ``gpu_type``/``gpu_count`` only label the artifact (throughput is per accelerator); passing them
+    also makes the KFP compiler route them into a ParallelFor, where the accelerator request reads them.
     """
     from pathlib import Path
 
@@ -76,13 +83,14 @@ def rollout(
     from calgrpo.rollout.chat import ChatLayout
     from calgrpo.rollout.config import RolloutConfig, SamplingParams
     from calgrpo.rollout.hf_engine import TransformersEngine
-    from calgrpo.rollout.loop import problems_for_round, rollout
-    from calgrpo.rollout.records import write_attempts
+    from calgrpo.rollout.loop import problems_for_round, rollout, shard_of
+    from calgrpo.rollout.records import write_attempt_shard
     from calgrpo.seeding import derive_seed
     from calgrpo.tasks import TASKS
 
     chosen = read_problems(Path(problems.path, f"{split}.parquet" if split else "problems.parquet"))
     chosen = problems_for_round(chosen, problems_per_round, seed, round_index)
+    chosen = shard_of(chosen, int(shard_index), num_shards)  # ParallelFor items may arrive as floats
     device, dtype = inference_placement()
     policy = load_policy(model.path, device=device, dtype=dtype)
     policy.model.eval()
@@ -91,14 +99,38 @@ def rollout(
     budget = max_new_tokens or max(TASKS.get(p.task).default_max_new_tokens for p in chosen)
     sampling = SamplingParams(temperature=temperature, max_new_tokens=budget)
     config = RolloutConfig(num_attempts=num_attempts, group_size=group_size, sampling=sampling)
-    generator = torch.Generator().manual_seed(derive_seed(seed, "rollout", round_index))
+    stream = derive_seed(seed, "rollout", round_index, int(shard_index), num_shards)
+    generator = torch.Generator().manual_seed(stream)
     records = rollout(chosen, engine, layout, config, generator, policy_version=round_index)
-    Path(attempts.path).mkdir(parents=True, exist_ok=True)
-    write_attempts(records, Path(attempts.path, "attempts.parquet"))
+    write_attempt_shard(records, attempts.path, int(shard_index), num_shards)
+    attempts.metadata["shard"] = f"{int(shard_index)}/{num_shards}"
+    attempts.metadata["accelerator"] = f"{gpu_count} x {gpu_type}"
     attempts.metadata["attempts"] = len(records)
     attempts.metadata["v@k"] = float(
         pd.Series([r.reward for r in records]).sum() / max(len(chosen) * group_size, 1)
     )
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def plan_shards(num_shards: int) -> list[int]:
+    """[0, 1, ..., num_shards - 1]: the items of the rollout fan-out."""
+    if num_shards < 1:
+        raise ValueError(f"rollout_shards must be >= 1, got {num_shards}")
+    return list(range(num_shards))
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def merge_attempts(shards: Input[list[Dataset]], attempts: Output[Dataset]):
+    """The rollout shards of one round as one attempts.parquet, in shard order (whatever order the
+    fan-out collected them in); a missing or repeated shard fails the task."""
+    from pathlib import Path
+
+    from calgrpo.rollout.records import merge_attempt_shards, write_attempts
+
+    records = merge_attempt_shards([shard.path for shard in shards])
+    Path(attempts.path).mkdir(parents=True, exist_ok=True)
+    write_attempts(records, Path(attempts.path, "attempts.parquet"))
+    attempts.metadata["attempts"] = len(records)
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -240,7 +272,9 @@ def promote(
 ALL = {
     "fetch_model": fetch_model,
     "ingest": ingest,
+    "plan_shards": plan_shards,
     "rollout": rollout,
+    "merge_attempts": merge_attempts,
     "verify": verify,
     "train": train,
     "evaluate": evaluate,

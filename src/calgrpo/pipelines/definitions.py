@@ -64,7 +64,8 @@ def _dataset_and_model(dataset_format, dataset_uri, eval_fraction, model_uri, s3
 
 
 def build_train_pipeline(rounds: int = 2):
-    """ingest -> fetch model -> ``rounds`` x (rollout -> verify -> train) -> evaluate -> promote.
+    """ingest -> fetch model -> ``rounds`` x (rollout fan-out -> merge -> verify -> train) -> evaluate
+    -> promote.
 
     The final model is evaluated against ``baseline_uri``, or when that is empty against the registry's
     current model, so a scheduled retraining only replaces what is serving when it measurably beats it.
@@ -84,6 +85,7 @@ def build_train_pipeline(rounds: int = 2):
         registry: str = "s3://calgrpo/registry",
         model_name: str = "policy",
         problems_per_round: int = 64,
+        rollout_shards: int = 1,
         num_attempts: int = 5,
         group_size: int = 8,
         max_new_tokens: int = 0,
@@ -106,14 +108,21 @@ def build_train_pipeline(rounds: int = 2):
         gpu = (gpu_type, gpu_count, gpu_node_selector)
         data, base = _dataset_and_model(dataset_format, dataset_uri, eval_fraction, model_uri, s3_secret)
         model = base.outputs["model"]
+        shards = ALL["plan_shards"](num_shards=rollout_shards)
+        _cpu(shards, "100m", "256M", 300).set_caching_options(True)
         for round_index in range(rounds):
-            attempts = ALL["rollout"](
-                problems=data.outputs["problems"], model=model, split="train",
-                problems_per_round=problems_per_round, num_attempts=num_attempts, group_size=group_size,
-                max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
-                round_index=round_index,
-            )  # fmt: skip
-            _retry(_gpu(attempts, gpu, 4 * 3600)).set_caching_options(False)
+            # Fan-out: each shard of the round's problems on its own GPU task, merged in shard order.
+            with dsl.ParallelFor(shards.output, name=f"rollout-round-{round_index + 1}") as shard:
+                part = ALL["rollout"](
+                    problems=data.outputs["problems"], model=model, split="train",
+                    problems_per_round=problems_per_round, num_attempts=num_attempts, group_size=group_size,
+                    max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                    round_index=round_index, shard_index=shard, num_shards=rollout_shards, gpu_type=gpu_type,
+                    gpu_count=gpu_count,
+                )  # fmt: skip
+                _retry(_gpu(part, gpu, 4 * 3600)).set_caching_options(False)
+            attempts = ALL["merge_attempts"](shards=dsl.Collected(part.outputs["attempts"]))
+            _cpu(attempts, "1", "4G", 1800).set_caching_options(False)
             verdicts = ALL["verify"](problems=data.outputs["problems"], attempts=attempts.outputs["attempts"])
             _cpu(verdicts, "2", "8G", 3600).set_caching_options(False)
             kubernetes.set_security_context(

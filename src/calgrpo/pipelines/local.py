@@ -51,6 +51,8 @@ class RunLocalConfig:
     """K."""
     group_size: int = 8
     """G."""
+    rollout_shards: int = 1
+    """Rollout tasks per round (the fan-out; here they run one after another)."""
     max_new_tokens: int = 1
     """Attempt length (0: the task's own budget)."""
     learning_rate: float = 3e-3
@@ -110,6 +112,7 @@ def _pipeline_call(config: RunLocalConfig, dataset: str, model: str):
     return lambda: build_train_pipeline(config.rounds)(
         dataset_uri=dataset, dataset_format=config.dataset_format, model_uri=model, baseline_uri=baseline,
         registry=config.registry, num_attempts=config.num_attempts, group_size=config.group_size,
+        rollout_shards=config.rollout_shards,
         max_new_tokens=config.max_new_tokens, learning_rate=config.learning_rate,
         ppo_epochs=config.ppo_epochs, minibatches=config.minibatches, precision=config.precision,
         eval_fraction=0.25,

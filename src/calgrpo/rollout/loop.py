@@ -114,3 +114,13 @@ def problems_for_round(problems: list[Problem], count: int, seed: int, round_ind
         return list(problems)
     order = torch.randperm(len(problems), generator=generator_for(seed, "round-problems", round_index))
     return [problems[i] for i in sorted(order[:count].tolist())]
+
+
+def shard_of(problems: list[Problem], shard_index: int, num_shards: int) -> list[Problem]:
+    """Contiguous shard ``shard_index`` of ``num_shards`` (sizes differ by at most one), so the shards
+    concatenated in index order give back ``problems`` in order."""
+    if num_shards < 1 or not 0 <= shard_index < num_shards:
+        raise ConfigError(f"shard {shard_index} of {num_shards}: need 0 <= shard < num_shards")
+    base, extra = divmod(len(problems), num_shards)
+    start = shard_index * base + min(shard_index, extra)
+    return problems[start : start + base + (shard_index < extra)]

@@ -7,6 +7,7 @@ exactly what the policy saw without the tokenizer or chat template.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -71,3 +72,37 @@ def read_attempts(path: str | Path) -> list[AttemptRecord]:
         row["completion_logprobs"] = [float(x) for x in row["completion_logprobs"]]
         records.append(AttemptRecord(**{c: row[c] for c in ATTEMPT_COLUMNS}))
     return records
+
+
+
+SHARD_FILE = "shard.json"
+
+
+def write_attempt_shard(records: list[AttemptRecord], folder: str | Path, shard: int, num_shards: int):
+    """A rollout shard's folder: attempts.parquet and which shard it is (for an ordered merge)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_attempts(records, folder / "attempts.parquet")
+    (folder / SHARD_FILE).write_text(json.dumps({"shard_index": shard, "num_shards": num_shards}))
+
+
+def merge_attempt_shards(folders: list[str | Path]) -> list[AttemptRecord]:
+    """Every shard's records in shard order, whatever order ``folders`` come in. A missing, repeated
+    or foreign shard is refused: training on part of a round would bias it silently."""
+    found: dict[int, Path] = {}
+    counts = set()
+    for folder in map(Path, folders):
+        if not (folder / SHARD_FILE).is_file():
+            raise InvalidInputError(f"{folder} has no {SHARD_FILE}: not a rollout shard")
+        shard = json.loads((folder / SHARD_FILE).read_text())
+        index = shard["shard_index"]
+        if index in found:
+            raise InvalidInputError(f"shard {index} appears twice: {found[index]} and {folder}")
+        found[index] = folder
+        counts.add(shard["num_shards"])
+    expected = list(range(next(iter(counts)))) if len(counts) == 1 else None
+    if sorted(found) != expected:
+        raise InvalidInputError(
+            f"incomplete or mixed shards: indices {sorted(found)}, shard counts {sorted(counts)}"
+        )
+    return [record for index in sorted(found) for record in read_attempts(found[index] / "attempts.parquet")]
