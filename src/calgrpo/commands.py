@@ -20,7 +20,7 @@ from calgrpo.evaluation.promotion import PromoteConfig
 from calgrpo.evaluation.stage import EvaluateConfig
 from calgrpo.ingest.pipeline import IngestConfig
 from calgrpo.learn import LearnConfig
-from calgrpo.rollout.config import RolloutConfig
+from calgrpo.rollout.config import RolloutConfig, VLLMSettings
 from calgrpo.sandbox.config import SandboxConfig
 from calgrpo.train.config import TrainConfig
 
@@ -158,7 +158,11 @@ class RolloutCommand:
     policy_version: int = 0
     """Recorded in each row: the training step of this policy."""
     reuse_cache: bool = True
-    """Keep the KV cache across attempts instead of re-encoding the history."""
+    """Keep the KV cache across attempts instead of re-encoding the history (transformers engine)."""
+    engine: Literal["transformers", "vllm"] = "transformers"
+    """``transformers`` (CPU or GPU) or ``vllm`` (GPU, the ``gpu`` extra; prefix caching)."""
+    vllm: VLLMSettings = field(default_factory=VLLMSettings)
+    """Settings of the vLLM engine."""
     threads: int | None = None
     """CPU threads for torch (default: torch's choice)."""
 
@@ -300,20 +304,14 @@ def run_rollout_command(config: RolloutCommand) -> int:
 
     from calgrpo.io import read_problems
     from calgrpo.metrics import verification_at_k
-    from calgrpo.models.loading import inference_placement, load_policy
-    from calgrpo.rollout.chat import ChatLayout
-    from calgrpo.rollout.hf_engine import TransformersEngine
+    from calgrpo.rollout.engine import open_engine
     from calgrpo.rollout.loop import rollout
     from calgrpo.rollout.records import write_attempts
 
     _set_threads(config.threads)
     problems = read_problems(config.problems)
-    device, dtype = inference_placement()
-    policy = load_policy(config.model, device=device, dtype=dtype)
-    policy.model.eval()
-    layout = ChatLayout(policy.tokenizer)
-    engine = TransformersEngine(
-        policy.model, policy.tokenizer.pad_token_id, layout.stop_token_ids, config.reuse_cache
+    _, layout, engine = open_engine(
+        config.engine, config.model, reuse_cache=config.reuse_cache, vllm_settings=config.vllm
     )
     records = rollout(
         problems,

@@ -54,18 +54,26 @@ def inference_placement() -> tuple[str, torch.dtype]:
     return ("cuda", torch.bfloat16) if torch.cuda.is_available() else ("cpu", torch.float32)
 
 
-def load_policy(
-    uri: str, *, dtype: torch.dtype = torch.float32, device: str = "cpu", cache_dir: Path | None = None
-) -> Policy:
-    """Load model and tokenizer from ``uri`` (hub id, local folder or s3:// prefix)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_tokenizer(folder: str, uri: str):
+    """The policy's tokenizer, with a pad token, refusing one without a chat template."""
+    from transformers import AutoTokenizer
 
-    folder = resolve_model_folder(uri, cache_dir)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token  # decoder-only models often ship without one
     if tokenizer.chat_template is None:
         raise InvalidInputError(f"tokenizer of {uri} has no chat template; attempts are laid out with one")
+    return tokenizer
+
+
+def load_policy(
+    uri: str, *, dtype: torch.dtype = torch.float32, device: str = "cpu", cache_dir: Path | None = None
+) -> Policy:
+    """Load model and tokenizer from ``uri`` (hub id, local folder or s3:// prefix)."""
+    from transformers import AutoModelForCausalLM
+
+    folder = resolve_model_folder(uri, cache_dir)
+    tokenizer = load_tokenizer(folder, uri)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device)
     return Policy(model=model, tokenizer=tokenizer, source=uri)
 

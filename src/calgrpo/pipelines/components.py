@@ -65,11 +65,13 @@ def rollout(
     num_shards: int = 1,
     gpu_type: str = "",
     gpu_count: str = "",
+    engine: str = "transformers",
 ):
     """Multi-attempt rollout with verifier feedback of shard ``shard_index`` of ``num_shards`` of the
     round's problems; writes attempts.parquet and shard.json (``merge_attempts`` joins the shards).
 
     ``problems_per_round`` 0: the whole split, else a seeded draw per round; ``max_new_tokens`` 0: the task's.
+    ``engine``: ``transformers`` or ``vllm`` (GPU image; prefix caching, continuous batching).
     ``gpu_type``/``gpu_count`` only label the artifact (throughput is per accelerator); passing them
     also makes the KFP compiler route them into a ParallelFor, where the accelerator request reads them.
     """
@@ -79,10 +81,8 @@ def rollout(
     import torch
 
     from calgrpo.io import read_problems
-    from calgrpo.models.loading import inference_placement, load_policy
-    from calgrpo.rollout.chat import ChatLayout
     from calgrpo.rollout.config import RolloutConfig, SamplingParams
-    from calgrpo.rollout.hf_engine import TransformersEngine
+    from calgrpo.rollout.engine import open_engine
     from calgrpo.rollout.loop import problems_for_round, rollout, shard_of
     from calgrpo.rollout.records import write_attempt_shard
     from calgrpo.seeding import derive_seed
@@ -91,11 +91,7 @@ def rollout(
     chosen = read_problems(Path(problems.path, f"{split}.parquet" if split else "problems.parquet"))
     chosen = problems_for_round(chosen, problems_per_round, seed, round_index)
     chosen = shard_of(chosen, int(shard_index), num_shards)  # ParallelFor items may arrive as floats
-    device, dtype = inference_placement()
-    policy = load_policy(model.path, device=device, dtype=dtype)
-    policy.model.eval()
-    layout = ChatLayout(policy.tokenizer)
-    engine = TransformersEngine(policy.model, policy.tokenizer.pad_token_id, layout.stop_token_ids)
+    _, layout, engine = open_engine(engine, model.path)
     budget = max_new_tokens or max(TASKS.get(p.task).default_max_new_tokens for p in chosen)
     sampling = SamplingParams(temperature=temperature, max_new_tokens=budget)
     config = RolloutConfig(num_attempts=num_attempts, group_size=group_size, sampling=sampling)

@@ -86,6 +86,7 @@ def build_train_pipeline(rounds: int = 2):
         model_name: str = "policy",
         problems_per_round: int = 64,
         rollout_shards: int = 1,
+        rollout_engine: str = "transformers",
         num_attempts: int = 5,
         group_size: int = 8,
         max_new_tokens: int = 0,
@@ -118,7 +119,7 @@ def build_train_pipeline(rounds: int = 2):
                     problems_per_round=problems_per_round, num_attempts=num_attempts, group_size=group_size,
                     max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
                     round_index=round_index, shard_index=shard, num_shards=rollout_shards, gpu_type=gpu_type,
-                    gpu_count=gpu_count,
+                    gpu_count=gpu_count, engine=rollout_engine,
                 )  # fmt: skip
                 _retry(_gpu(part, gpu, 4 * 3600)).set_caching_options(False)
             attempts = ALL["merge_attempts"](shards=dsl.Collected(part.outputs["attempts"]))

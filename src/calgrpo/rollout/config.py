@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from calgrpo.errors import ConfigError
+from calgrpo.errors import ConfigError, check_ranges
 from calgrpo.tasks.base import FeedbackMode
 
 
@@ -49,3 +49,23 @@ class RolloutConfig:
             raise ConfigError(f"num_attempts must be >= 1, got {self.num_attempts}")
         if self.group_size < 1:
             raise ConfigError(f"group_size must be >= 1, got {self.group_size}")
+
+
+@dataclass(frozen=True)
+class VLLMSettings:
+    """How the offline engine is built (one per rollout task: each round is a fresh pod)."""
+
+    gpu_memory_utilization: float = 0.85
+    """Share of the GPU memory vLLM may take for weights and KV cache."""
+    tensor_parallel_size: int = 1
+    """GPUs one model is split over."""
+    max_model_len: int | None = None
+    """Longest trajectory (prompt + all attempts + feedback); default: the model's."""
+    dtype: str = "bfloat16"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_ranges("vllm", self, {
+            "gpu_memory_utilization": (0 < self.gpu_memory_utilization <= 1, "in (0, 1]"),
+            "tensor_parallel_size": (self.tensor_parallel_size >= 1, ">= 1"),
+        })  # fmt: skip

@@ -59,6 +59,28 @@ class RolloutEngine(ABC):
 ENGINES: Registry[type[RolloutEngine]] = Registry("rollout engine")
 
 
+def open_engine(kind: str, model_uri: str, *, reuse_cache: bool = True, vllm_settings=None):
+    """(tokenizer, layout, engine) to roll out ``model_uri`` with: ``transformers`` (the policy on
+    the GPU in bf16 when there is one, else the CPU) or ``vllm`` (which loads the weights itself)."""
+    import calgrpo.rollout.hf_engine
+    import calgrpo.rollout.vllm_engine  # noqa: F401 (both register themselves; vLLM loads lazily)
+    from calgrpo.models import loading
+    from calgrpo.rollout.chat import ChatLayout
+
+    engine_class = ENGINES.get(kind)  # an unknown name fails with the list of known ones
+    if kind == "vllm":
+        folder = loading.resolve_model_folder(model_uri)
+        tokenizer = loading.load_tokenizer(folder, model_uri)
+        layout = ChatLayout(tokenizer)
+        return tokenizer, layout, engine_class(folder, layout.stop_token_ids, vllm_settings)
+    device, dtype = loading.inference_placement()
+    policy = loading.load_policy(model_uri, device=device, dtype=dtype)
+    policy.model.eval()
+    layout = ChatLayout(policy.tokenizer)
+    engine = engine_class(policy.model, policy.tokenizer.pad_token_id, layout.stop_token_ids, reuse_cache)
+    return policy.tokenizer, layout, engine
+
+
 def sample_tokens(
     logits: torch.Tensor, params: SamplingParams, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
