@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,16 +179,19 @@ class TrainCommand:
     split over the N ranks and the step is the same as one process's.
     """
 
-    attempts: Path
-    """attempts.parquet from the rollout."""
+    attempts: str
+    """attempts.parquet from the rollout (a path or an s3:// URI)."""
     model: str
     """Policy that generated the attempts: hub id, local folder or s3:// prefix."""
     output: Path
     """Output folder."""
     train: TrainConfig = field(default_factory=TrainConfig)
     """Optimisation settings."""
-    verdicts: Path | None = None
-    """Authoritative verdicts from ``calgrpo verify``; their rewards replace the rollout's own."""
+    verdicts: str | None = None
+    """Authoritative verdicts from ``calgrpo verify`` (path or s3:// URI); their rewards replace the
+    rollout's own."""
+    publish: str | None = None
+    """Also publish OUTPUT here (an s3:// prefix or folder; manifest last) once it is complete."""
     resume_from: Path | None = None
     """A previous train output whose optimizer/scheduler state to continue."""
     num_attempts: int | None = None
@@ -335,20 +339,26 @@ def run_train_command(config: TrainCommand) -> int:
 
     from calgrpo.models.loading import load_policy
     from calgrpo.rollout.records import read_attempts
+    from calgrpo.storage.core import local_copy
     from calgrpo.train.batch import build_batch
     from calgrpo.train.checkpoint import save_train_output
-    from calgrpo.train.distributed import init_distributed, load_sharded
+    from calgrpo.train.distributed import barrier, init_distributed, load_sharded
     from calgrpo.train.trainer import Trainer
 
     _set_threads(config.threads)
     context = init_distributed(config.device)
-    records = read_attempts(config.attempts)
-    if config.verdicts is not None:
-        from calgrpo.verify import apply_verdicts, read_verdicts
+    with tempfile.TemporaryDirectory(prefix="calgrpo-train-") as scratch:
+        records = read_attempts(local_copy(config.attempts, scratch))
+        if config.verdicts is not None:
+            from calgrpo.verify import apply_verdicts, read_verdicts
 
-        records = apply_verdicts(records, read_verdicts(config.verdicts))
+            records = apply_verdicts(records, read_verdicts(local_copy(config.verdicts, scratch)))
     num_attempts = config.num_attempts or max(r.attempt for r in records)
+    if context.local_rank != 0:  # one download per node into the model cache, then everyone reads it
+        barrier(context)
     policy = load_policy(config.model)
+    if context.local_rank == 0:
+        barrier(context)
     trainer = Trainer(policy.model, config.train, context=context)
     if config.resume_from is not None:
         previous = Path(config.resume_from)
@@ -360,6 +370,10 @@ def run_train_command(config: TrainCommand) -> int:
     state = {"metrics": metrics, "source_model": config.model, "world_size": context.world_size}
     save_train_output(Path(config.output), trainer, policy.tokenizer, state)
     if context.is_main:
+        if config.publish:
+            from calgrpo.storage.core import publish_folder
+
+            publish_folder(config.output, config.publish)
         print(json.dumps(metrics))
     if context.active:
         torch.distributed.destroy_process_group()

@@ -14,8 +14,20 @@ from safetensors.torch import load_file
 
 from calgrpo.manifest import is_complete
 
-TRAIN = ["--train.learning-rate", "3e-3", "--train.minibatches", "2", "--train.ppo-epochs", "2",
-         "--train.micro-batch-size", "3", "--train.logprob-chunk-tokens", "5", "--device", "cpu"]  # fmt: skip
+TRAIN = [
+    "--train.learning-rate",
+    "3e-3",
+    "--train.minibatches",
+    "2",
+    "--train.ppo-epochs",
+    "2",
+    "--train.micro-batch-size",
+    "3",
+    "--train.logprob-chunk-tokens",
+    "5",
+    "--device",
+    "cpu",
+]
 
 
 @pytest.fixture(scope="module")
@@ -23,26 +35,63 @@ def attempts(tmp_path_factory, tiny_policy_folder) -> Path:
     """A rollout of 8 guess problems x G = 4 x K = 3 by the tiny policy."""
     folder = tmp_path_factory.mktemp("distributed")
     _run("problems", "--output", str(folder / "problems.parquet"), "--num-problems", "8", "--num-values", "8")
-    _run("rollout", "--problems", str(folder / "problems.parquet"), "--model", str(tiny_policy_folder),
-         "--output", str(folder / "attempts.parquet"), "--rollout.num-attempts", "3", "--rollout.group-size", "4",
-         "--rollout.sampling.max-new-tokens", "2", "--seed", "1")  # fmt: skip
+    _run(
+        "rollout",
+        "--problems",
+        str(folder / "problems.parquet"),
+        "--model",
+        str(tiny_policy_folder),
+        "--output",
+        str(folder / "attempts.parquet"),
+        "--rollout.num-attempts",
+        "3",
+        "--rollout.group-size",
+        "4",
+        "--rollout.sampling.max-new-tokens",
+        "2",
+        "--seed",
+        "1",
+    )
     return folder / "attempts.parquet"
 
 
 def _run(*args: str, processes: int = 1) -> dict:
     launcher = [sys.executable, "-m", "calgrpo.cli"]
     if processes > 1:
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
-                    "-m", "calgrpo.cli"]  # fmt: skip
-    result = subprocess.run([*launcher, *args], capture_output=True, text=True, timeout=600, check=False,
-                            env={**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "400"})  # fmt: skip
+        launcher = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={processes}",
+            "-m",
+            "calgrpo.cli",
+        ]
+    result = subprocess.run(
+        [*launcher, *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "400"},
+    )
     assert result.returncode == 0, (args[0], processes, result.stderr[-4000:])
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def _train(attempts: Path, model: Path, output: Path, *extra: str, processes: int = 1) -> dict:
-    return _run("train", "--attempts", str(attempts), "--model", str(model), "--output", str(output),
-                *TRAIN, *extra, processes=processes)  # fmt: skip
+    return _run(
+        "train",
+        "--attempts",
+        str(attempts),
+        "--model",
+        str(model),
+        "--output",
+        str(output),
+        *TRAIN,
+        *extra,
+        processes=processes,
+    )
 
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -79,10 +128,107 @@ def test_sharded_state_resumes_on_another_world_size(attempts, tiny_policy_folde
     _train(attempts, tiny_policy_folder, tmp_path / "r1-one")
     difference = _max_difference(tmp_path / "r1-two", tmp_path / "r1-one")
     assert difference < 2e-5, difference
-    resumed = _train(attempts, tmp_path / "r1-two" / "model", tmp_path / "r2-from-two",
-                     "--resume-from", str(tmp_path / "r1-two"))  # fmt: skip
-    straight = _train(attempts, tmp_path / "r1-one" / "model", tmp_path / "r2-one",
-                      "--resume-from", str(tmp_path / "r1-one"))  # fmt: skip
+    resumed = _train(
+        attempts,
+        tmp_path / "r1-two" / "model",
+        tmp_path / "r2-from-two",
+        "--resume-from",
+        str(tmp_path / "r1-two"),
+    )
+    straight = _train(
+        attempts,
+        tmp_path / "r1-one" / "model",
+        tmp_path / "r2-one",
+        "--resume-from",
+        str(tmp_path / "r1-one"),
+    )
     assert resumed["train/step"] == straight["train/step"] == 8  # step and AdamW moments carried over
     difference = _max_difference(tmp_path / "r2-from-two", tmp_path / "r2-one")
     assert difference < 5e-5, difference
+
+
+class LocalCluster:
+    """Stands in for Kubernetes: "creating" the TrainJob runs its nodes' command here (one node of
+    2 processes under torchrun, gloo), and its status reports how that ended."""
+
+    def __init__(self) -> None:
+        self.manifests: list[dict] = []
+        self.result: subprocess.CompletedProcess | None = None
+        self.deleted: list[str] = []
+
+    def create(self, manifest: dict) -> None:
+        self.manifests.append(manifest)
+        command = manifest["spec"]["trainer"]["command"]
+        self.result = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+
+    def status(self, namespace: str, name: str) -> dict:
+        ok = self.result.returncode == 0
+        condition = {
+            "type": "Complete" if ok else "Failed",
+            "status": "True",
+            "reason": "JobsCompleted" if ok else "JobFailed",
+            "message": self.result.stderr[-2000:],
+        }
+        return {"conditions": [condition]}
+
+    def new_logs(self, namespace: str, name: str, seen: dict) -> list[str]:
+        return []
+
+    def delete(self, namespace: str, name: str) -> None:
+        self.deleted.append(name)
+
+
+def test_a_trainjob_round_through_s3_matches_training_in_the_task(
+    attempts, tiny_policy_folder, tmp_path, s3_env
+) -> None:
+    """The train component's multi-node path: inputs staged on (real, embedded) S3, the job's
+    torchrun ranks read them from there and publish the output, which comes back as the new model."""
+    from calgrpo.train.trainjob import TrainJobRequest, train_on_cluster
+
+    verdicts = tmp_path / "verdicts.parquet"
+    _run(
+        "verify",
+        "--problems",
+        str(attempts.parent / "problems.parquet"),
+        "--attempts",
+        str(attempts),
+        "--output",
+        str(verdicts),
+    )
+    cluster = LocalCluster()
+    request = TrainJobRequest(
+        name="calgrpo-train-r1-test",
+        namespace="ns",
+        image="img",
+        command=["x"],
+        num_nodes=1,
+        procs_per_node=2,
+    )
+    metrics = train_on_cluster(
+        attempts=str(attempts),
+        verdicts=str(verdicts),
+        model=str(tiny_policy_folder),
+        output=str(tmp_path / "out"),
+        staging=f"{s3_env}/staging",
+        train_args=[*TRAIN, "--train.strategy", "fsdp"],
+        request=request,
+        jobs=cluster,
+        node_output=str(tmp_path / "node"),
+        poll_s=0,
+        launcher=(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"),
+    )
+    assert cluster.result.returncode == 0, cluster.result.stderr[-3000:]
+    assert cluster.deleted == ["calgrpo-train-r1-test"] and metrics["train/step"] == 4
+    command = cluster.manifests[0]["spec"]["trainer"]["command"]
+    assert command[command.index("--attempts") + 1].startswith("s3://")
+    local = _train(attempts, tiny_policy_folder, tmp_path / "local", "--verdicts", str(verdicts))
+    assert metrics["train/loss"] == pytest.approx(local["train/loss"], abs=1e-5)
+    difference = _max_difference(tmp_path / "out", tmp_path / "local")
+    assert difference < 2e-5, difference

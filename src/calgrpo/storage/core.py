@@ -132,6 +132,15 @@ def download_file(uri: str, local: str | Path, client=None) -> None:
         raise _wrap(exc, "download of", uri) from None
 
 
+def local_copy(uri: str | Path, scratch: str | Path) -> Path:
+    """``uri`` itself when local, else a download of it into the ``scratch`` folder."""
+    if not is_s3(uri):
+        return Path(uri)
+    target = Path(scratch, split_s3(str(uri))[1].replace("/", "_"))
+    download_file(str(uri), target)
+    return target
+
+
 def read_bytes(uri: str, client=None) -> bytes:
     if not is_s3(uri):
         return Path(uri).read_bytes()
