@@ -88,6 +88,8 @@ class PipelineCompileCommand:
     """Where the pipeline YAMLs go: train.yaml and evaluate.yaml."""
     rounds: int = 2
     """Rollout -> verify -> train rounds unrolled into the train pipeline (>= 1)."""
+    train_nodes: int = 1
+    """Nodes each round's training spans; > 1 runs it as a Kubeflow Trainer TrainJob (compile time)."""
 
 
 def _require_kfp() -> None:
@@ -104,10 +106,12 @@ def run_pipeline_compile(config: PipelineCompileCommand) -> int:
     _require_kfp()
     from calgrpo.pipelines.compile import compile_components, compile_pipelines
 
-    if config.rounds < 1:
-        raise ConfigError(f"--rounds must be >= 1, got {config.rounds}")
+    if config.rounds < 1 or config.train_nodes < 1:
+        raise ConfigError(
+            f"--rounds and --train-nodes must be >= 1, got {config.rounds} and {config.train_nodes}"
+        )
     components = compile_components(config.components_dir)
-    pipelines = compile_pipelines(config.pipelines_dir, config.rounds)
+    pipelines = compile_pipelines(config.pipelines_dir, config.rounds, config.train_nodes)
     print(json.dumps({"components": [str(p) for p in components], "pipelines": [str(p) for p in pipelines]}))
     return 0
 
@@ -162,6 +166,8 @@ class PipelineSubmitCommand:
     """Display name of the run."""
     rounds: int = 2
     """Rounds unrolled into the train pipeline when it is compiled here."""
+    train_nodes: int = 1
+    """Nodes each round's training spans; > 1 runs it as a Kubeflow Trainer TrainJob (compile time)."""
 
 
 @dataclass(frozen=True)
@@ -186,6 +192,8 @@ class PipelineScheduleCommand:
     """Backfill missed intervals after a pause (off: only the latest one runs)."""
     rounds: int = 2
     """Rounds unrolled into the train pipeline when it is compiled here."""
+    train_nodes: int = 1
+    """Nodes each round's training spans; > 1 runs it as a Kubeflow Trainer TrainJob (compile time)."""
 
 
 def run_pipeline_submit(config: PipelineSubmitCommand) -> int:
@@ -193,7 +201,8 @@ def run_pipeline_submit(config: PipelineSubmitCommand) -> int:
     from calgrpo.pipelines.submit import submit
 
     result = submit(
-        config.host, config.pipeline, config.experiment, list(config.param), config.run_name, config.rounds
+        config.host, config.pipeline, config.experiment, list(config.param), config.run_name, config.rounds,
+        config.train_nodes,
     )
     print(json.dumps(result))
     return 0
@@ -213,6 +222,7 @@ def run_pipeline_schedule(config: PipelineScheduleCommand) -> int:
         config.rounds,
         max_concurrency=config.max_concurrency,
         catchup=config.catchup,
+        train_nodes=config.train_nodes,
     )
     print(json.dumps(result))
     return 0

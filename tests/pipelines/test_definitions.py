@@ -186,3 +186,24 @@ def test_run_local_trains_evaluates_and_promotes_then_evaluates_the_promoted_mod
     problems = pd.read_parquet(next((tmp_path / "artifacts").glob("calgrpo-evaluate-*/ingest/problems"))
                                / "problems.parquet")  # fmt: skip
     assert set(rows["problem_id"]) == set(problems["id"]) and len(problems) > 8
+
+
+def test_multi_node_training_compiles_to_a_trainjob_launcher(tmp_path) -> None:
+    compile_pipelines(tmp_path, rounds=2, train_nodes=4)
+    spec, platform = list(yaml.safe_load_all((tmp_path / "train.yaml").read_text()))
+    tasks = spec["root"]["dag"]["tasks"]
+    assert {"train-on-trainjob", "train-on-trainjob-2"} <= set(tasks) and "train" not in tasks
+    launcher = tasks["train-on-trainjob-2"]["inputs"]["parameters"]
+    assert launcher["num_nodes"] == {"runtimeValue": {"constant": 4}}
+    assert launcher["procs_per_node"] == {"componentInputParameter": "gpu_count"}
+    assert launcher["staging"] == {"componentInputParameter": "staging"}
+    passthroughs = spec["components"]["comp-train-on-trainjob"]["taskConfigPassthroughs"]
+    assert {p["field"] for p in passthroughs} == {"RESOURCES", "KUBERNETES_TOLERATIONS", "KUBERNETES_NODE_SELECTOR", "ENV"}
+    assert [p for p in passthroughs if p.get("applyToTask")] == [{"field": "ENV", "applyToTask": True}]
+    # What the TrainJob's nodes will get is set on the launcher task like on any GPU stage.
+    executor = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train-on-trainjob"]
+    assert executor["tolerations"][0]["key"] == "nvidia.com/gpu" and "secretAsEnv" in executor
+    trainer_image = spec["root"]["inputDefinitions"]["parameters"]["trainer_image"]["defaultValue"]
+    assert trainer_image.split(":")[0].endswith("/gpu")
+    with pytest.raises(ValueError, match="train_nodes"):
+        compile_pipelines(tmp_path, rounds=1, train_nodes=0)

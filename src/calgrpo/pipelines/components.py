@@ -175,33 +175,109 @@ def train(
     """CAL-GRPO on one rollout batch with authoritative rewards; writes the updated model.
 
     ``temperature`` must be the rollout's: tokens are scored at the temperature they were sampled at.
-    ``precision``: ``bf16`` (autocast, fp32 master weights; for GPUs) or ``fp32``.
+    ``precision``: ``bf16`` (autocast, fp32 master weights; for GPUs) or ``fp32``. With several GPUs
+    in the pod the step runs under torchrun (FSDP) on all of them; the update is the same.
     """
     from pathlib import Path
 
     import torch
 
-    from calgrpo.models.loading import load_policy
-    from calgrpo.rollout.records import read_attempts
     from calgrpo.seeding import derive_seed
-    from calgrpo.train.batch import build_batch
-    from calgrpo.train.config import TrainConfig
-    from calgrpo.train.distributed import init_distributed
-    from calgrpo.train.trainer import Trainer
-    from calgrpo.verify import apply_verdicts, read_verdicts
+    from calgrpo.train.launch import train_cli_args, train_with_torchrun
 
-    records = apply_verdicts(read_attempts(Path(attempts.path, "attempts.parquet")),
-                             read_verdicts(Path(verdicts.path, "verdicts.parquet")))  # fmt: skip
-    policy = load_policy(model.path)  # fp32 master weights; bf16 autocast on GPU (precision)
-    config = TrainConfig(method=method, learning_rate=learning_rate, ppo_epochs=ppo_epochs,
-                         minibatches=minibatches, temperature=temperature, precision=precision)  # fmt: skip
-    trainer = Trainer(policy.model, config, context=init_distributed("auto"))
-    batch = build_batch(records, max(r.attempt for r in records), policy.tokenizer.pad_token_id)
-    result = trainer.train_on(
-        batch, torch.Generator().manual_seed(derive_seed(seed, "minibatches", round_index))
-    )
-    policy.model.save_pretrained(new_model.path)
-    policy.tokenizer.save_pretrained(new_model.path)
+    attempts_file = str(Path(attempts.path, "attempts.parquet"))
+    verdicts_file = str(Path(verdicts.path, "verdicts.parquet"))
+    order_seed = derive_seed(seed, "minibatches", round_index)
+    if torch.cuda.device_count() > 1:
+        args = train_cli_args(method=method, learning_rate=learning_rate, ppo_epochs=ppo_epochs,
+                              minibatches=minibatches, temperature=temperature, precision=precision,
+                              seed=order_seed)  # fmt: skip
+        output = Path(new_model.path).parent / "train-output"
+        result = train_with_torchrun(
+            attempts=attempts_file, verdicts=verdicts_file, model=model.path, output=str(output), args=args,
+            processes=torch.cuda.device_count(),
+        )  # fmt: skip
+        Path(new_model.path).parent.mkdir(parents=True, exist_ok=True)
+        (output / "model").rename(new_model.path)
+    else:
+        from calgrpo.models.loading import load_policy
+        from calgrpo.rollout.records import read_attempts
+        from calgrpo.train.batch import build_batch
+        from calgrpo.train.config import TrainConfig
+        from calgrpo.train.distributed import init_distributed
+        from calgrpo.train.trainer import Trainer
+        from calgrpo.verify import apply_verdicts, read_verdicts
+
+        records = apply_verdicts(read_attempts(attempts_file), read_verdicts(verdicts_file))
+        policy = load_policy(model.path)  # fp32 master weights; bf16 autocast on GPU (precision)
+        config = TrainConfig(method=method, learning_rate=learning_rate, ppo_epochs=ppo_epochs,
+                             minibatches=minibatches, temperature=temperature,
+                             precision=precision)  # fmt: skip
+        trainer = Trainer(policy.model, config, context=init_distributed("auto"))
+        batch = build_batch(records, max(r.attempt for r in records), policy.tokenizer.pad_token_id)
+        result = trainer.train_on(batch, torch.Generator().manual_seed(order_seed))
+        policy.model.save_pretrained(new_model.path)
+        policy.tokenizer.save_pretrained(new_model.path)
+    for key, value in result.items():
+        metrics.log_metric(key.replace("@", "_at_"), float(value))
+
+
+@dsl.component(
+    base_image=CPU_IMAGE,
+    install_kfp_package=False,
+    # The GPUs, tolerations and node selector set on this task go to the TrainJob's nodes, not to this
+    # launcher pod, which only stages files and waits; the env (S3 credentials) goes to both.
+    task_config_passthroughs=[
+        dsl.TaskConfigField.RESOURCES,
+        dsl.TaskConfigField.KUBERNETES_TOLERATIONS,
+        dsl.TaskConfigField.KUBERNETES_NODE_SELECTOR,
+        dsl.TaskConfigPassthrough(field=dsl.TaskConfigField.ENV, apply_to_task=True),
+    ],
+)
+def train_on_trainjob(
+    attempts: Input[Dataset],
+    verdicts: Input[Dataset],
+    model: Input[Model],
+    method: str,
+    learning_rate: float,
+    ppo_epochs: int,
+    minibatches: int,
+    temperature: float,
+    precision: str,
+    seed: int,
+    round_index: int,
+    num_nodes: int,
+    procs_per_node: str,
+    staging: str,
+    trainer_image: str,
+    task_config: dsl.TaskConfig,
+    new_model: Output[Model],
+    metrics: Output[Metrics],
+):
+    """The ``train`` step on ``num_nodes`` x ``procs_per_node`` GPUs as a Kubeflow Trainer TrainJob
+    (runtime torch-distributed): inputs staged under ``staging`` (s3://), the job followed to the end,
+    its failure reason reported, the job deleted either way."""
+    import uuid
+    from pathlib import Path
+
+    from calgrpo.seeding import derive_seed
+    from calgrpo.storage.core import join
+    from calgrpo.train.launch import request_from_task_config, train_cli_args
+    from calgrpo.train.trainjob import KubernetesTrainJobs, train_on_cluster
+
+    name = f"calgrpo-train-r{round_index}-{uuid.uuid4().hex[:8]}"
+    request = request_from_task_config(task_config, name=name, image=trainer_image, num_nodes=num_nodes,
+                                       procs_per_node=int(procs_per_node))  # fmt: skip
+    args = train_cli_args(method=method, learning_rate=learning_rate, ppo_epochs=ppo_epochs,
+                          minibatches=minibatches, temperature=temperature, precision=precision,
+                          seed=derive_seed(seed, "minibatches", round_index))  # fmt: skip
+    output = Path(new_model.path).parent / "train-output"
+    result = train_on_cluster(
+        attempts=str(Path(attempts.path, "attempts.parquet")),
+        verdicts=str(Path(verdicts.path, "verdicts.parquet")), model=model.path, output=str(output),
+        staging=join(staging, name), train_args=args, request=request, jobs=KubernetesTrainJobs(),
+    )  # fmt: skip
+    (output / "model").rename(new_model.path)
     for key, value in result.items():
         metrics.log_metric(key.replace("@", "_at_"), float(value))
 
@@ -273,6 +349,7 @@ ALL = {
     "merge_attempts": merge_attempts,
     "verify": verify,
     "train": train,
+    "train_on_trainjob": train_on_trainjob,
     "evaluate": evaluate,
     "resolve_model": resolve_model,
     "promote": promote,

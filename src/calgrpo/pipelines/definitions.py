@@ -12,6 +12,7 @@ from kfp import dsl, kubernetes
 from kfp.dsl import Dataset
 
 from calgrpo.pipelines.components import ALL
+from calgrpo.pipelines.images import GPU_IMAGE
 
 S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")
 
@@ -63,16 +64,20 @@ def _dataset_and_model(dataset_format, dataset_uri, eval_fraction, model_uri, s3
     return data, model
 
 
-def build_train_pipeline(rounds: int = 2):
+def build_train_pipeline(rounds: int = 2, train_nodes: int = 1):
     """ingest -> fetch model -> ``rounds`` x (rollout fan-out -> merge -> verify -> train) -> evaluate
     -> promote.
 
     The final model is evaluated against ``baseline_uri``, or when that is empty against the registry's
     current model, so a scheduled retraining only replaces what is serving when it measurably beats it.
     The pipeline's output is the evaluation folder (metrics.json, report.md/html, per_problem.parquet).
+    With ``train_nodes`` > 1 each round's training runs as a Kubeflow Trainer TrainJob of that many
+    nodes x ``gpu_count`` GPUs (``train_on_trainjob``), its inputs staged under ``staging``.
     """
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
+    if train_nodes < 1:
+        raise ValueError(f"train_nodes must be >= 1, got {train_nodes}")
 
     @dsl.pipeline(
         name="calgrpo-train", description=f"CAL-GRPO training, {rounds} rounds, then evaluate and promote"
@@ -105,6 +110,8 @@ def build_train_pipeline(rounds: int = 2):
         gpu_count: str = "1",
         gpu_node_selector: dict = {},  # noqa: B006 (a KFP parameter default; the body runs once, at compile time)
         s3_secret: str = "calgrpo-s3",
+        staging: str = "s3://calgrpo/staging",
+        trainer_image: str = GPU_IMAGE,
     ) -> Dataset:
         gpu = (gpu_type, gpu_count, gpu_node_selector)
         data, base = _dataset_and_model(dataset_format, dataset_uri, eval_fraction, model_uri, s3_secret)
@@ -129,11 +136,17 @@ def build_train_pipeline(rounds: int = 2):
             kubernetes.set_security_context(
                 verdicts, run_as_user=65534, run_as_group=65534, run_as_non_root=True
             )
-            trained = ALL["train"](
+            step = dict(
                 attempts=attempts.outputs["attempts"], verdicts=verdicts.outputs["verdicts"], model=model,
                 method=method, learning_rate=learning_rate, ppo_epochs=ppo_epochs, minibatches=minibatches,
                 temperature=temperature, precision=precision, seed=seed, round_index=round_index,
             )  # fmt: skip
+            if train_nodes > 1:  # more GPUs than a pod holds: the step runs as a Kubeflow Trainer TrainJob
+                trained = ALL["train_on_trainjob"](**step, num_nodes=train_nodes, procs_per_node=gpu_count,
+                                                   staging=staging, trainer_image=trainer_image)  # fmt: skip
+                _s3(trained, s3_secret)
+            else:
+                trained = ALL["train"](**step)
             _gpu(trained, gpu, 8 * 3600).set_caching_options(False)
             model = trained.outputs["new_model"]
         baseline = _resolved(baseline_uri, registry, model_name, s3_secret)

@@ -108,12 +108,12 @@ def parse_params(pairs: list[str] | tuple[str, ...], package: Path) -> dict[str,
     return arguments
 
 
-def package_for(pipeline: str, workdir: Path, rounds: int) -> Path:
+def package_for(pipeline: str, workdir: Path, rounds: int, train_nodes: int = 1) -> Path:
     """A compiled pipeline: ``train`` or ``evaluate`` (compiled now), or the path of a YAML file."""
     if pipeline in ("train", "evaluate"):
         from calgrpo.pipelines.compile import compile_pipelines
 
-        compile_pipelines(workdir, rounds=rounds)
+        compile_pipelines(workdir, rounds=rounds, train_nodes=train_nodes)
         return workdir / f"{pipeline}.yaml"
     path = Path(pipeline)
     if not path.is_file():
@@ -136,10 +136,11 @@ def connect(host: str):
 
 
 def submit(
-    host: str, pipeline: str, experiment: str, params: list[str], run_name: str | None, rounds: int
+    host: str, pipeline: str, experiment: str, params: list[str], run_name: str | None, rounds: int,
+    train_nodes: int = 1,
 ) -> dict:
     with tempfile.TemporaryDirectory() as folder:
-        package = package_for(pipeline, Path(folder), rounds)
+        package = package_for(pipeline, Path(folder), rounds, train_nodes)
         arguments = parse_params(params, package)
         client = connect(host)
         with contextlib.redirect_stdout(sys.stderr):  # kfp prints links; stdout is for our JSON
@@ -150,10 +151,10 @@ def submit(
 
 
 def schedule(host: str, pipeline: str, experiment: str, cron: str, name: str, params: list[str], rounds: int,
-             max_concurrency: int = 1, catchup: bool = False) -> dict:  # fmt: skip
+             max_concurrency: int = 1, catchup: bool = False, train_nodes: int = 1) -> dict:  # fmt: skip
     validate_cron(cron)
     with tempfile.TemporaryDirectory() as folder:
-        package = package_for(pipeline, Path(folder), rounds)
+        package = package_for(pipeline, Path(folder), rounds, train_nodes)
         arguments = parse_params(params, package)
         client = connect(host)
         with contextlib.redirect_stdout(sys.stderr):  # kfp prints links; stdout is for our JSON
