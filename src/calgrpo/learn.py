@@ -82,6 +82,8 @@ class LearnConfig:
             {name: (getattr(self, name) >= 0, ">= 0") for name in ("eval_every", "checkpoint_every")}
         )
         check_ranges("learn", self, rules)
+        if self.train.lora_rank > 0:  # its checkpoints hold full weights for a bitwise-exact resume
+            raise ConfigError("learn: --train.lora-rank is for calgrpo train and the pipeline, not learn")
         if self.rollout.group_size < 2:
             raise ConfigError(
                 f"learn: --rollout.group-size must be >= 2 for leave-one-out, got {self.rollout.group_size}"

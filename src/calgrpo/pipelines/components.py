@@ -216,8 +216,7 @@ def train(
         trainer = Trainer(policy.model, config, context=init_distributed("auto"))
         batch = build_batch(records, max(r.attempt for r in records), policy.tokenizer.pad_token_id)
         result = trainer.train_on(batch, torch.Generator().manual_seed(order_seed))
-        policy.model.save_pretrained(new_model.path)
-        policy.tokenizer.save_pretrained(new_model.path)
+        trainer.save_model(new_model.path, policy.tokenizer)
     for key, value in result.items():
         metrics.log_metric(key.replace("@", "_at_"), float(value))
 

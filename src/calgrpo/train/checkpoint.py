@@ -59,14 +59,7 @@ def save_train_output(folder: Path, trainer, tokenizer, state: dict[str, Any]) -
     save_sharded(folder / "trainer_shards", trainer.scorer, trainer.optimizer)
     weights = full_state_dict(trainer.scorer)
     if context.is_main:
-        # Tied weights (lm_head = embeddings) are gathered under both names but saved once, as
-        # save_pretrained would: keep the names the model itself reports (duplicates removed).
-        own = {name for name, _ in trainer.model.named_parameters()} | {
-            name for name, _ in trainer.model.named_buffers()
-        }
-        weights = {name.removeprefix("model."): tensor for name, tensor in weights.items()}
-        weights = {name: tensor for name, tensor in weights.items() if name in own}
-        trainer.model.save_pretrained(folder / "model", state_dict=weights)
+        trainer.model.save_pretrained(folder / "model", state_dict=trainer.model_weights(weights))
         tokenizer.save_pretrained(folder / "model")
         torch.save(trainer.state_dict(with_optimizer=False), folder / "trainer.pt")
         (folder / "state.json").write_text(json.dumps(state, indent=1, sort_keys=True))

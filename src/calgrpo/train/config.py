@@ -42,6 +42,15 @@ class TrainConfig:
     """``bf16``: autocast the forward and backward to bfloat16; weights and AdamW state stay fp32."""
     gradient_checkpointing: bool = False
     """Recompute decoder activations in backward (less memory, ~30% more compute)."""
+    lora_rank: int = 0
+    """LoRA adapters of this rank on ``lora_targets`` (0: train every weight). Saved models are always
+    full weights, adapters merged in."""
+    lora_alpha: float = 16.0
+    """LoRA scale numerator: adapters are scaled by alpha / rank."""
+    lora_targets: tuple[str, ...] = (
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"
+    )  # fmt: skip
+    """Module names that get adapters."""
     strategy: Literal["ddp", "fsdp"] = "ddp"
     """Data parallelism under torchrun (WORLD_SIZE > 1): replicated (``ddp``) or sharded (``fsdp``)."""
     clip_low: float = 0.2
@@ -69,6 +78,8 @@ class TrainConfig:
                 "micro_batch_size": (self.micro_batch_size >= 1, ">= 1"),
                 "micro_batch_tokens": (self.micro_batch_tokens >= 0, ">= 0"),
                 "logprob_chunk_tokens": (self.logprob_chunk_tokens >= 0, ">= 0"),
+                "lora_rank": (self.lora_rank >= 0, ">= 0"),
+                "lora_alpha": (self.lora_alpha > 0, "> 0"),
                 "entropy_coef": (self.entropy_coef >= 0, ">= 0"),
                 "temperature": (self.temperature > 0, "> 0"),
             },

@@ -44,19 +44,46 @@ class Trainer:
         self.loss_config = PolicyLossConfig(config.clip_low, config.clip_high, config.kl_coef)
         if config.gradient_checkpointing:
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        scorer = PolicyScorer(model, config.logprob_chunk_tokens)
+        trained = model
+        if config.lora_rank > 0:
+            from calgrpo.train.lora import apply_lora
+
+            trained = apply_lora(model, config.lora_rank, config.lora_alpha, config.lora_targets)
+        scorer = PolicyScorer(trained, config.logprob_chunk_tokens)
         self.scorer = wrap_for_training(scorer, config.strategy, self.context)
         self.ref_scorer = None
         if ref_model is not None:
             self.ref_scorer = PolicyScorer(ref_model.to(self.context.device), config.logprob_chunk_tokens)
         self.optimizer = torch.optim.AdamW(
-            self.scorer.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+            [p for p in self.scorer.parameters() if p.requires_grad],
+            lr=config.learning_rate,
+            weight_decay=config.weight_decay,
         )
         warmup = config.warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: min(1.0, (step + 1) / (warmup + 1))
         )
         self.step = 0
+
+    def model_weights(self, gathered: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """The policy's full weights under the model's own names, LoRA adapters merged in.
+
+        ``gathered``: the scorer's state dict gathered from all ranks (FSDP); default: this process's.
+        """
+        state = gathered if gathered is not None else self.scorer.state_dict()
+        state = {name.removeprefix("module.").removeprefix("model."): t for name, t in state.items()}
+        if self.config.lora_rank > 0:
+            from calgrpo.train.lora import merge_lora_weights
+
+            state = merge_lora_weights(state, self.config.lora_alpha / self.config.lora_rank)
+        if getattr(self.model.config, "tie_word_embeddings", False):
+            state.pop("lm_head.weight", None)  # saved once, as the embeddings (save_pretrained's way)
+        return state
+
+    def save_model(self, folder, tokenizer) -> None:
+        """A save_pretrained folder of the current policy (full weights), loadable by any engine."""
+        self.model.save_pretrained(folder, state_dict=self.model_weights())
+        tokenizer.save_pretrained(folder)
 
     def state_dict(self, with_optimizer: bool = True) -> dict:
         """Scheduler and step, and the optimizer unless it is saved sharded (``with_optimizer=False``)."""
