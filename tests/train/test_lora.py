@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 
-import pytest
 import torch
 
 from calgrpo.train.batch import build_batch
@@ -12,7 +11,6 @@ from calgrpo.train.config import TrainConfig
 from calgrpo.train.lora import apply_lora, merge_lora_weights
 from calgrpo.train.trainer import Trainer
 from tests.train.test_batch import _records
-
 
 
 def test_merge_matches_peft_merge_and_unload(tiny_policy) -> None:

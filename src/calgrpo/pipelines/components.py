@@ -10,7 +10,7 @@ attempts.parquet, verdicts, model folders with manifests) live inside them.
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
 
-from calgrpo.pipelines.images import CPU_IMAGE, GPU_IMAGE
+from calgrpo.pipelines.images import CPU_IMAGE, GPU_IMAGE, SANDBOX_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -129,7 +129,7 @@ def merge_attempts(shards: Input[list[Dataset]], attempts: Output[Dataset]):
     attempts.metadata["attempts"] = len(records)
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=SANDBOX_IMAGE, install_kfp_package=False)
 def verify(
     problems: Input[Dataset], attempts: Input[Dataset], verdicts: Output[Dataset], summary: Output[Metrics]
 ):

@@ -2,8 +2,10 @@
 
 ``CALGRPO_IMAGE_REPO`` (default ``calgrpo``) and ``CALGRPO_IMAGE_TAG`` (default: the package
 version) are read when components are defined, i.e. at compile time: images are
-``<repo>/cpu:<tag>`` (ingest, verify, promote, small evaluations) and ``<repo>/gpu:<tag>`` (rollout,
-train, evaluate on GPU nodes). Never ``latest``: a pipeline names exactly what it runs.
+``<repo>/cpu:<tag>`` (ingest, model fetching, shard planning and merging, promotion, the TrainJob
+launcher), ``<repo>/gpu:<tag>`` (rollout, train, evaluate on GPU nodes) and ``<repo>/sandbox:<tag>``
+(verify). ``make images`` builds the three from ``images/`` under the same names. Never ``latest``:
+a pipeline names exactly what it runs.
 """
 
 from __future__ import annotations
@@ -23,3 +25,4 @@ def image(kind: str) -> str:
 
 CPU_IMAGE = image("cpu")
 GPU_IMAGE = image("gpu")
+SANDBOX_IMAGE = image("sandbox")
