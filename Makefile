@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_CPU := torch==2.13.0
 
-.PHONY: setup system-deps run test lint bench clean
+.PHONY: setup system-deps run test lint bench clean images push-images
 
 # bubblewrap gives the code sandbox its full isolation; without it the sandbox falls back to
 # weaker levels (and says so in every verdict).
@@ -37,6 +37,26 @@ run: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/hadolint images/*/Dockerfile
+
+# Container images (needs Docker; not part of CI). One tag scheme, the names the compiled components
+# use: $(CALGRPO_IMAGE_REPO)/{cpu,gpu,sandbox}:$(CALGRPO_IMAGE_TAG). Compile the pipelines with the
+# same two variables exported. Extra docker flags (e.g. --build-arg PYTHON_IMAGE=...@sha256:...)
+# go in DOCKER_BUILD_ARGS.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+CALGRPO_IMAGE_REPO ?= calgrpo
+CALGRPO_IMAGE_TAG ?= $(VERSION)
+IMAGE_KINDS := cpu gpu sandbox
+
+images:
+	@test "$(CALGRPO_IMAGE_TAG)" != latest || { echo "CALGRPO_IMAGE_TAG=latest is refused" >&2; exit 2; }
+	for kind in $(IMAGE_KINDS); do \
+		docker build -f images/$$kind/Dockerfile --build-arg CALGRPO_VERSION=$(VERSION) $(DOCKER_BUILD_ARGS) \
+			-t $(CALGRPO_IMAGE_REPO)/$$kind:$(CALGRPO_IMAGE_TAG) . || exit 1; \
+	done
+
+push-images: images
+	for kind in $(IMAGE_KINDS); do docker push $(CALGRPO_IMAGE_REPO)/$$kind:$(CALGRPO_IMAGE_TAG) || exit 1; done
 
 test: system-deps lint
 	$(BIN)/python -m pytest

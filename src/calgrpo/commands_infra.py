@@ -166,6 +166,9 @@ class PipelineSubmitCommand:
     """Display name of the run."""
     rounds: int = 2
     """Rounds unrolled into the train pipeline when it is compiled here."""
+    service_account: str = "calgrpo-pipeline"
+    """Kubernetes ServiceAccount the run's pods use (infra/base creates calgrpo-pipeline; '' = KFP's
+    default)."""
     train_nodes: int = 1
     """Nodes each round's training spans; > 1 runs it as a Kubeflow Trainer TrainJob (compile time)."""
 
@@ -192,6 +195,9 @@ class PipelineScheduleCommand:
     """Backfill missed intervals after a pause (off: only the latest one runs)."""
     rounds: int = 2
     """Rounds unrolled into the train pipeline when it is compiled here."""
+    service_account: str = "calgrpo-pipeline"
+    """Kubernetes ServiceAccount the run's pods use (infra/base creates calgrpo-pipeline; '' = KFP's
+    default)."""
     train_nodes: int = 1
     """Nodes each round's training spans; > 1 runs it as a Kubeflow Trainer TrainJob (compile time)."""
 
@@ -202,7 +208,7 @@ def run_pipeline_submit(config: PipelineSubmitCommand) -> int:
 
     result = submit(
         config.host, config.pipeline, config.experiment, list(config.param), config.run_name, config.rounds,
-        config.train_nodes,
+        config.train_nodes, config.service_account or None,
     )
     print(json.dumps(result))
     return 0
@@ -223,6 +229,7 @@ def run_pipeline_schedule(config: PipelineScheduleCommand) -> int:
         max_concurrency=config.max_concurrency,
         catchup=config.catchup,
         train_nodes=config.train_nodes,
+        service_account=config.service_account or None,
     )
     print(json.dumps(result))
     return 0

@@ -16,7 +16,7 @@ from typing import Any
 
 from calgrpo.errors import InvalidInputError
 from calgrpo.rollout.records import AttemptRecord
-from calgrpo.tasks import Problem, Task
+from calgrpo.tasks import Problem, Task, verify_batch
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,6 @@ def verify_attempts(
     problems: list[Problem], records: list[AttemptRecord], tasks: dict[str, Task]
 ) -> list[VerdictRow]:
     """Verdicts for every record, in order; each task type's attempts are verified as one batch."""
-    from calgrpo.rollout.loop import verify_batch
 
     by_id = {p.id: p for p in problems}
     missing = sorted({r.problem_id for r in records} - by_id.keys())

@@ -29,6 +29,7 @@ def test_submit_creates_experiment_and_run_with_typed_parameters() -> None:
         assert parameters["num_attempts"] == 4 and parameters["learning_rate"] == 2e-6
         assert parameters["promote_first"] is True and parameters["dataset_uri"] == "s3://data/gsm8k.jsonl"
         assert parameters["gpu_node_selector"] == {"pool": "h100"}
+        assert run["service_account"] == "calgrpo-pipeline"  # infra/base's, allowed to create TrainJobs
 
 
 def test_schedule_sends_cron_single_concurrency_and_no_catchup() -> None:
@@ -40,6 +41,7 @@ def test_schedule_sends_cron_single_concurrency_and_no_catchup() -> None:
         assert recurring["trigger"]["cron_schedule"]["cron"] == "0 0 2 * * SUN"
         assert int(recurring["max_concurrency"]) == 1 and recurring["no_catchup"] is True
         assert recurring["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "calgrpo-train"
+        assert recurring["service_account"] == "calgrpo-pipeline"
 
 
 @pytest.mark.parametrize(

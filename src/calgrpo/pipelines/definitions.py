@@ -15,6 +15,7 @@ from calgrpo.pipelines.components import ALL
 from calgrpo.pipelines.images import GPU_IMAGE
 
 S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")
+VERIFY_LABEL = ("calgrpo.dev/stage", "verify")
 
 
 def _s3(task, secret: str):
@@ -136,6 +137,8 @@ def build_train_pipeline(rounds: int = 2, train_nodes: int = 1):
             kubernetes.set_security_context(
                 verdicts, run_as_user=65534, run_as_group=65534, run_as_non_root=True
             )
+            # infra/base/networkpolicy-verify.yaml selects these pods by this label.
+            kubernetes.add_pod_label(verdicts, VERIFY_LABEL[0], VERIFY_LABEL[1])
             step = dict(
                 attempts=attempts.outputs["attempts"], verdicts=verdicts.outputs["verdicts"], model=model,
                 method=method, learning_rate=learning_rate, ppo_epochs=ppo_epochs, minibatches=minibatches,

@@ -29,6 +29,9 @@ _NAMES = {
 }
 
 
+# The ServiceAccount of infra/base/serviceaccount.yaml, allowed to create and watch TrainJobs.
+SERVICE_ACCOUNT = "calgrpo-pipeline"
+
 def validate_cron(expression: str) -> None:
     """Raise ConfigError naming the bad field unless ``expression`` is a valid 6-field KFP cron."""
     fields = expression.split()
@@ -137,7 +140,7 @@ def connect(host: str):
 
 def submit(
     host: str, pipeline: str, experiment: str, params: list[str], run_name: str | None, rounds: int,
-    train_nodes: int = 1,
+    train_nodes: int = 1, service_account: str | None = SERVICE_ACCOUNT,
 ) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         package = package_for(pipeline, Path(folder), rounds, train_nodes)
@@ -145,13 +148,15 @@ def submit(
         client = connect(host)
         with contextlib.redirect_stdout(sys.stderr):  # kfp prints links; stdout is for our JSON
             result = client.create_run_from_pipeline_package(
-                str(package), arguments=arguments, run_name=run_name, experiment_name=experiment
-            )
+                str(package), arguments=arguments, run_name=run_name, experiment_name=experiment,
+                service_account=service_account,
+            )  # fmt: skip
     return {"run_id": result.run_id, "url": f"{host.rstrip('/')}/#/runs/details/{result.run_id}"}
 
 
 def schedule(host: str, pipeline: str, experiment: str, cron: str, name: str, params: list[str], rounds: int,
-             max_concurrency: int = 1, catchup: bool = False, train_nodes: int = 1) -> dict:  # fmt: skip
+             max_concurrency: int = 1, catchup: bool = False, train_nodes: int = 1,
+             service_account: str | None = SERVICE_ACCOUNT) -> dict:  # fmt: skip
     validate_cron(cron)
     with tempfile.TemporaryDirectory() as folder:
         package = package_for(pipeline, Path(folder), rounds, train_nodes)
@@ -162,5 +167,6 @@ def schedule(host: str, pipeline: str, experiment: str, cron: str, name: str, pa
         recurring = client.create_recurring_run(
             experiment_id=experiment_id, job_name=name, cron_expression=cron, max_concurrency=max_concurrency,
             no_catchup=not catchup, params=arguments, pipeline_package_path=str(package),
+            service_account=service_account,
         )  # fmt: skip
     return {"recurring_run_id": recurring.recurring_run_id, "cron": cron, "max_concurrency": max_concurrency}

@@ -15,7 +15,7 @@ from calgrpo.rollout.config import RolloutConfig
 from calgrpo.rollout.engine import RolloutEngine
 from calgrpo.rollout.records import AttemptRecord
 from calgrpo.seeding import generator_for
-from calgrpo.tasks import Problem, Task, Verdict, get_task
+from calgrpo.tasks import Problem, Task, get_task, verify_batch
 
 
 def rollout(
@@ -90,19 +90,6 @@ def _rollout(problems, engine, layout, config, generator, policy_version, tasks,
         session.keep(keep)
         session.append(feedback_ids)
     return records
-
-
-def verify_batch(tasks: dict[str, Task], problems: list[Problem], completions: list[str]) -> list[Verdict]:
-    """Verify pairs in order, one ``verify_many`` call per task type (so slow verifiers run in parallel)."""
-    verdicts: list[Verdict | None] = [None] * len(problems)
-    by_task: dict[str, list[int]] = {}
-    for index, problem in enumerate(problems):
-        by_task.setdefault(problem.task, []).append(index)
-    for name, indices in by_task.items():
-        results = tasks[name].verify_many([problems[i] for i in indices], [completions[i] for i in indices])
-        for i, verdict in zip(indices, results, strict=True):
-            verdicts[i] = verdict
-    return verdicts  # type: ignore[return-value]
 
 
 def problems_for_round(problems: list[Problem], count: int, seed: int, round_index: int) -> list[Problem]:

@@ -4,9 +4,21 @@ from calgrpo.tasks import code as _code  # noqa: F401  (registers "code")
 from calgrpo.tasks import gsm8k as _gsm8k  # noqa: F401  (registers "gsm8k")
 from calgrpo.tasks import guess as _guess  # noqa: F401  (registers "guess")
 from calgrpo.tasks import math as _math  # noqa: F401  (registers "math")
-from calgrpo.tasks.base import TASKS, FeedbackMode, Problem, Task, Verdict, get_task, register_task
+from calgrpo.tasks.base import (
+    TASKS,
+    FeedbackMode,
+    Problem,
+    Task,
+    Verdict,
+    get_task,
+    register_task,
+    verify_batch,
+)  # fmt: skip
 
-__all__ = ["TASKS", "FeedbackMode", "Problem", "Task", "Verdict", "build_tasks", "get_task", "register_task"]
+__all__ = [
+    "TASKS", "FeedbackMode", "Problem", "Task", "Verdict", "build_tasks", "get_task", "register_task",
+    "verify_batch",
+]  # fmt: skip
 
 
 def build_tasks(names, *, sandbox=None, workers=None, math_timeout_s: float = 5.0) -> dict[str, Task]:

@@ -121,3 +121,16 @@ def register_task(cls: type[Task]) -> type[Task]:
 def get_task(name: str, **params: Any) -> Task:
     """Instantiate the task type registered as ``name`` with ``params``."""
     return TASKS.get(name)(**params)
+
+
+def verify_batch(tasks: dict[str, Task], problems: list[Problem], completions: list[str]) -> list[Verdict]:
+    """Verify pairs in order, one ``verify_many`` call per task type (so slow verifiers run in parallel)."""
+    verdicts: list[Verdict | None] = [None] * len(problems)
+    by_task: dict[str, list[int]] = {}
+    for index, problem in enumerate(problems):
+        by_task.setdefault(problem.task, []).append(index)
+    for name, indices in by_task.items():
+        results = tasks[name].verify_many([problems[i] for i in indices], [completions[i] for i in indices])
+        for i, verdict in zip(indices, results, strict=True):
+            verdicts[i] = verdict
+    return verdicts  # type: ignore[return-value]
