@@ -19,11 +19,21 @@ from calgrpo.errors import CalgrpoError, ConfigError, UnknownNameError
 log = logging.getLogger("calgrpo")
 
 
+def parse(argv: Sequence[str]):
+    """``(config, handler)`` for a command line, without running it (exits like argparse on bad usage;
+    the configs' own checks raise ConfigError)."""
+    argv = list(argv)
+    if len(argv) >= 2 and argv[0] in ("s3", "pipeline") and not argv[1].startswith("-"):
+        argv = [f"{argv[0]}-{argv[1]}", *argv[2:]]  # `calgrpo s3 serve` is `calgrpo s3-serve`
+    config = tyro.extras.subcommand_cli_from_dict(
+        {name: cls for name, (cls, _) in COMMANDS.items()}, prog="calgrpo", args=argv
+    )
+    return config, next(h for cls, h in COMMANDS.values() if isinstance(config, cls))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``calgrpo`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if len(argv) >= 2 and argv[0] in ("s3", "pipeline") and not argv[1].startswith("-"):
-        argv = [f"{argv[0]}-{argv[1]}", *argv[2:]]  # `calgrpo s3 serve` is `calgrpo s3-serve`
     debug = "--debug" in argv
     # Our own logs at INFO; libraries (Great Expectations, boto, transformers) only warn.
     logging.basicConfig(
@@ -35,10 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
-        config = tyro.extras.subcommand_cli_from_dict(
-            {name: cls for name, (cls, _) in COMMANDS.items()}, prog="calgrpo", args=argv
-        )
-        handler = next(h for cls, h in COMMANDS.values() if isinstance(config, cls))
+        config, handler = parse(argv)
         return handler(config)
     except (ConfigError, UnknownNameError) as error:
         print(f"calgrpo: error: {error}", file=sys.stderr)
