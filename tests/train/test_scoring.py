@@ -71,6 +71,8 @@ def test_token_budget_and_checkpointing_give_the_same_step(tiny_policy, batch) -
     moved = _max_difference(plain, {n: p.detach() for n, p in tiny_policy.model.named_parameters()})
     assert moved > 1e-3
     assert _max_difference(plain, _one_step(tiny_policy, batch, micro_batch_tokens=64)) < 1e-5
+    packed = _one_step(tiny_policy, batch, micro_batch_tokens=96, pack_sequences=True)
+    assert _max_difference(plain, packed) < 1e-5
     assert _max_difference(plain, _one_step(tiny_policy, batch, gradient_checkpointing=True)) < 1e-5
     assert _max_difference(plain, _one_step(tiny_policy, batch, logprob_chunk_tokens=0)) < 1e-5
 
@@ -84,3 +86,31 @@ def test_bf16_autocast_keeps_fp32_weights_and_a_close_step(tiny_policy, batch) -
     update = torch.cat([(plain[k] - initial[k]).flatten() for k in plain])
     update_bf16 = torch.cat([(bf16[k] - initial[k]).flatten() for k in plain])
     assert torch.nn.functional.cosine_similarity(update, update_bf16, dim=0) > 0.9
+
+
+def test_packing_plans_fit_and_cover_every_row_once() -> None:
+    from calgrpo.train.packing import plan_packing
+
+    lengths = [30, 5, 12, 50, 7, 20, 3]
+    bins = plan_packing(lengths, capacity=40)
+    assert sorted(i for b in bins for i in b) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in b) <= 40 or len(b) == 1 for b in bins)
+    assert [3] in bins  # longer than a row: alone
+    assert bins == [[3], [0, 4, 6], [5, 2, 1]]  # 50 | 30+7+3 | 20+12+5: first fit, longest first
+
+
+def test_packed_rows_score_like_the_padded_batch(tiny_policy, batch) -> None:
+    from calgrpo.train.packing import Packed
+
+    lengths = batch.attention_mask.sum(1)
+    rows = [0, 3, 5]
+    packed = Packed.of(rows, [int(lengths[r]) for r in rows], batch.input_ids.shape[1])
+    assert packed.index.shape[1] == sum(int(lengths[r]) for r in rows)  # no padding at all
+    scorer = PolicyScorer(tiny_policy.model, chunk_tokens=7)
+    with torch.no_grad():
+        plain, _ = scorer(batch.input_ids, batch.attention_mask, batch.loss_mask)
+        mask = packed.take(batch.loss_mask)
+        together, _ = scorer(packed.take(batch.input_ids), packed.attention_mask(), mask,
+                             position_ids=packed.position_ids)  # fmt: skip
+    torch.testing.assert_close(together, packed.take(plain), rtol=1e-5, atol=1e-5)
+    assert mask.sum() > 0

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from calgrpo.algorithms.loss_config import PolicyLossConfig
-from calgrpo.errors import check_ranges
+from calgrpo.errors import ConfigError, check_ranges
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,9 @@ class TrainConfig:
     """If > 0, micro-batches are filled by padded tokens instead of a count: each minibatch's
     trajectories sorted by length, then packed greedily up to this many (rows x longest) tokens, so
     short trajectories are not padded to the longest of the batch."""
+    pack_sequences: bool = False
+    """With ``micro_batch_tokens``: lay trajectories end to end in rows of at most that many tokens
+    (block-diagonal attention, positions restarting per trajectory), so no compute goes to padding."""
     logprob_chunk_tokens: int = 1024
     """Attempt tokens whose logits exist at once when scoring (0: the model's full logits)."""
     precision: Literal["fp32", "bf16"] = "fp32"
@@ -84,4 +87,6 @@ class TrainConfig:
                 "temperature": (self.temperature > 0, "> 0"),
             },
         )
+        if self.pack_sequences and self.micro_batch_tokens <= 0:
+            raise ConfigError("train: --train.pack-sequences needs --train.micro-batch-tokens > 0")
         PolicyLossConfig(self.clip_low, self.clip_high, self.kl_coef)  # validates the clip/KL fields

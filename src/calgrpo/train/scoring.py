@@ -41,11 +41,14 @@ class PolicyScorer(torch.nn.Module):
         attention_mask: torch.Tensor,
         score_mask: torch.Tensor | None = None,
         temperature: float = 1.0,
+        position_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-prob of each token given the ones before it, and the entropy of that prediction.
 
         Args:
-            input_ids, attention_mask: (B, L), right-padded.
+            input_ids: (B, L).
+            attention_mask: (B, L) right-padded, or (B, 1, L, L) bool for packed rows
+                (:class:`calgrpo.train.packing.Packed`), with their ``position_ids`` (B, L).
             score_mask: (B, L) bool, the tokens to score (default: every real token but the first).
 
         Returns:
@@ -53,12 +56,15 @@ class PolicyScorer(torch.nn.Module):
         """
         if score_mask is None:
             score_mask = attention_mask.bool().clone()
+        if attention_mask.dim() == 2:
+            attention_mask = attention_mask.long()
         score_mask = score_mask.clone()
         score_mask[:, 0] = False  # nothing predicts the first token
         if self.chunk_tokens <= 0:
-            return self._full(input_ids, attention_mask, score_mask, temperature)
+            return self._full(input_ids, attention_mask, score_mask, temperature, position_ids)
         backbone, head = self.model.get_decoder(), self.model.get_output_embeddings()
-        hidden = backbone(input_ids=input_ids, attention_mask=attention_mask.long(), use_cache=False)
+        hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                          use_cache=False)  # fmt: skip
         hidden = hidden.last_hidden_state
         predictors = hidden[:, :-1][score_mask[:, 1:]]  # (T, H): position t - 1 predicts token t
         targets = input_ids[score_mask]
@@ -79,8 +85,9 @@ class PolicyScorer(torch.nn.Module):
             entropies = entropies.masked_scatter(score_mask, torch.cat(entropy))
         return logprobs, entropies
 
-    def _full(self, input_ids, attention_mask, score_mask, temperature):
-        logits = self.model(input_ids=input_ids, attention_mask=attention_mask.long(), use_cache=False).logits
+    def _full(self, input_ids, attention_mask, score_mask, temperature, position_ids):
+        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                            use_cache=False).logits  # fmt: skip
         log_probs = torch.log_softmax(logits[:, :-1].float() / temperature, dim=-1)  # t predicts t + 1
         picked = log_probs.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
         entropy = -(log_probs.exp() * log_probs).sum(-1)

@@ -22,6 +22,7 @@ from calgrpo.errors import ConfigError
 from calgrpo.train.batch import TrajectoryBatch, token_budget_micro_batches
 from calgrpo.train.config import TrainConfig
 from calgrpo.train.distributed import DistContext, all_reduce_sum, wrap_for_training
+from calgrpo.train.packing import Packed, plan_packing
 from calgrpo.train.scoring import PolicyScorer
 
 
@@ -143,18 +144,35 @@ class Trainer:
         )
         return metrics
 
-    def _micro_batches(self, batch: TrajectoryBatch, rows: torch.Tensor) -> list[torch.Tensor]:
-        if self.config.micro_batch_tokens > 0:
-            lengths = batch.attention_mask[rows].sum(1)
-            return token_budget_micro_batches(rows, lengths, self.config.micro_batch_tokens)
-        return list(rows.split(self.config.micro_batch_size))
+    def _micro_batches(self, batch: TrajectoryBatch, rows: torch.Tensor) -> list[torch.Tensor | Packed]:
+        """Row groups (padded to their longest) or, with packing, packed rows."""
+        budget = self.config.micro_batch_tokens
+        if budget <= 0:
+            return list(rows.split(self.config.micro_batch_size))
+        lengths = batch.attention_mask[rows].sum(1)
+        if not self.config.pack_sequences:
+            return token_budget_micro_batches(rows, lengths, budget)
+        width = batch.input_ids.shape[1]
+        bins = plan_packing(lengths.tolist(), budget)
+        return [Packed.of([int(rows[i]) for i in b], [int(lengths[i]) for i in b], width) for b in bins]
 
-    def _score(self, input_ids, attention_mask, score_mask, scorer=None):
+    @staticmethod
+    def _layout(micro: torch.Tensor | Packed, batch: TrajectoryBatch):
+        """(take, attention, positions): how to cut per-token (N, L) tensors for this micro-batch."""
+        if isinstance(micro, Packed):
+            return micro.take, micro.attention_mask(), micro.position_ids
+        length = int(batch.attention_mask[micro].sum(1).max())  # trim padding shared by all rows
+        return (lambda source: source[micro, :length]), batch.attention_mask[micro, :length], None
+
+    def _score(self, input_ids, attention_mask, score_mask, scorer=None, position_ids=None):
         device = self.context.device
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16")
+        positions = None if position_ids is None else position_ids.to(device)
         with autocast:
-            return (scorer or self.scorer)(input_ids.to(device), attention_mask.to(device),
-                                           score_mask.to(device), self.config.temperature)  # fmt: skip
+            return (scorer or self.scorer)(
+                input_ids.to(device), attention_mask.to(device), score_mask.to(device),
+                self.config.temperature, positions,
+            )  # fmt: skip
 
     def _gradient_sync(self, enabled: bool):
         """Skip the gradient collective on all but a step's last micro-batch (they accumulate)."""
@@ -183,20 +201,18 @@ class Trainer:
                                               batch.attention_mask[:1, :2])  # fmt: skip
                     (logprobs.sum() * 0.0).backward()
                     continue
-                micro = micro_batches[index]
-                length = int(batch.attention_mask[micro].sum(1).max())  # trim padding shared by all rows
-                mask = batch.loss_mask[micro, :length].to(device)
-                logprobs, entropy = self._score(
-                    batch.input_ids[micro, :length], batch.attention_mask[micro, :length], mask
-                )
+                take, attention, positions = self._layout(micro_batches[index], batch)
+                mask = take(batch.loss_mask).to(device)
+                ids = take(batch.input_ids)
+                logprobs, entropy = self._score(ids, attention, mask, position_ids=positions)
                 out = policy_loss(
                     logprobs,
-                    batch.behaviour_logprobs[micro, :length].to(device),
-                    token_advantages[micro, :length].to(device),
+                    take(batch.behaviour_logprobs).to(device),
+                    take(token_advantages).to(device),
                     mask,
                     normalizer=normalizer,
                     config=self.loss_config,
-                    ref_logprobs=None if ref_logprobs is None else ref_logprobs[micro, :length].to(device),
+                    ref_logprobs=None if ref_logprobs is None else take(ref_logprobs).to(device),
                 )
                 loss = out.loss
                 masked_entropy = torch.where(mask, entropy, torch.zeros_like(entropy)).sum()
