@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from calgrpo.models.config import TinyModelConfig
@@ -21,3 +25,16 @@ def tiny_guess_policy(
     )
     save_tiny_policy(config, texts, folder)
     return load_policy(str(folder))
+
+
+def run_calgrpo(*args: str, processes: int = 1) -> dict:
+    """``calgrpo ARGS`` in a subprocess (under torchrun on ``processes`` ranks when > 1); its last
+    stdout line as JSON. One torch thread: tests share two cores."""
+    launcher = [sys.executable, "-m", "calgrpo.cli"]
+    if processes > 1:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+                    "-m", "calgrpo.cli"]  # fmt: skip
+    result = subprocess.run([*launcher, *args], capture_output=True, text=True, timeout=600, check=False,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "400"})  # fmt: skip
+    assert result.returncode == 0, (args[0], processes, result.stderr[-4000:])
+    return json.loads(result.stdout.strip().splitlines()[-1])

@@ -2,33 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import pandas as pd
 
 from calgrpo.manifest import is_complete
 from calgrpo.rollout.records import ATTEMPT_COLUMNS
-
-
-def _calgrpo(*args: str) -> dict:
-    result = subprocess.run(
-        [sys.executable, "-m", "calgrpo.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "400"},
-    )
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout.strip().splitlines()[-1])
+from tests.helpers import run_calgrpo
 
 
 def test_stages_over_files(tmp_path, tiny_policy_folder) -> None:
     problems = tmp_path / "problems.parquet"
-    made = _calgrpo("problems", "--output", str(problems), "--num-problems", "6", "--num-values", "8")
+    made = run_calgrpo("problems", "--output", str(problems), "--num-problems", "6", "--num-values", "8")
     assert made["problems"] == 6
     attempts = tmp_path / "attempts.parquet"
     rollout_args = [
@@ -43,7 +26,7 @@ def test_stages_over_files(tmp_path, tiny_policy_folder) -> None:
         "--threads",
         "1",
     ]
-    first = _calgrpo("rollout", "--model", str(tiny_policy_folder), "--output", str(attempts), *rollout_args)
+    first = run_calgrpo("rollout", "--model", str(tiny_policy_folder), "--output", str(attempts), *rollout_args)
     frame = pd.read_parquet(attempts)
     assert list(frame.columns) == ATTEMPT_COLUMNS
     assert first["attempts"] == len(frame)
@@ -51,7 +34,7 @@ def test_stages_over_files(tmp_path, tiny_policy_folder) -> None:
     assert 0.0 <= first["v@1"] <= first["v@3"] <= 1.0
 
     trained = tmp_path / "round1"
-    metrics = _calgrpo(
+    metrics = run_calgrpo(
         "train",
         "--attempts",
         str(attempts),
@@ -67,7 +50,7 @@ def test_stages_over_files(tmp_path, tiny_policy_folder) -> None:
     assert metrics["train/step"] == 1
     assert is_complete(trained)
 
-    again = _calgrpo(
+    again = run_calgrpo(
         "rollout",
         "--model",
         str(trained / "model"),
@@ -80,7 +63,7 @@ def test_stages_over_files(tmp_path, tiny_policy_folder) -> None:
     assert again["attempts"] > 0
     assert set(pd.read_parquet(tmp_path / "a2.parquet")["policy_version"]) == {1}
 
-    second = _calgrpo(
+    second = run_calgrpo(
         "train",
         "--attempts",
         str(tmp_path / "a2.parquet"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from calgrpo.manifest import is_complete
+from tests.helpers import run_calgrpo
 
 TRAIN = [
     "--train.learning-rate",
@@ -34,8 +34,8 @@ TRAIN = [
 def attempts(tmp_path_factory, tiny_policy_folder) -> Path:
     """A rollout of 8 guess problems x G = 4 x K = 3 by the tiny policy."""
     folder = tmp_path_factory.mktemp("distributed")
-    _run("problems", "--output", str(folder / "problems.parquet"), "--num-problems", "8", "--num-values", "8")
-    _run(
+    run_calgrpo("problems", "--output", str(folder / "problems.parquet"), "--num-problems", "8", "--num-values", "8")
+    run_calgrpo(
         "rollout",
         "--problems",
         str(folder / "problems.parquet"),
@@ -55,32 +55,8 @@ def attempts(tmp_path_factory, tiny_policy_folder) -> Path:
     return folder / "attempts.parquet"
 
 
-def _run(*args: str, processes: int = 1) -> dict:
-    launcher = [sys.executable, "-m", "calgrpo.cli"]
-    if processes > 1:
-        launcher = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc-per-node={processes}",
-            "-m",
-            "calgrpo.cli",
-        ]
-    result = subprocess.run(
-        [*launcher, *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "400"},
-    )
-    assert result.returncode == 0, (args[0], processes, result.stderr[-4000:])
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
 def _train(attempts: Path, model: Path, output: Path, *extra: str, processes: int = 1) -> dict:
-    return _run(
+    return run_calgrpo(
         "train",
         "--attempts",
         str(attempts),
@@ -193,7 +169,7 @@ def test_a_trainjob_round_through_s3_matches_training_in_the_task(
     from calgrpo.train.trainjob import TrainJobRequest, train_on_cluster
 
     verdicts = tmp_path / "verdicts.parquet"
-    _run(
+    run_calgrpo(
         "verify",
         "--problems",
         str(attempts.parent / "problems.parquet"),
