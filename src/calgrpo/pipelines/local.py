@@ -98,26 +98,23 @@ def _materialised(root: Path, model_uri: str) -> str:
     return str(folder)
 
 
-def _pipeline_call(config: RunLocalConfig, dataset: str, model: str):
+def _run_pipeline(config: RunLocalConfig, dataset: str, model: str):
+    """Run the chosen pipeline in kfp.local (already initialised); returns kfp.local's task."""
     from calgrpo.pipelines.definitions import build_train_pipeline, evaluate_pipeline
 
+    common = dict(
+        dataset_uri=dataset, dataset_format=config.dataset_format, model_uri=model,
+        num_attempts=config.num_attempts, max_new_tokens=config.max_new_tokens, seed=config.seed,
+    )  # fmt: skip
     if config.pipeline == "evaluate":
         baseline = "" if config.baseline_uri == INITIAL else config.baseline_uri
-        return lambda: evaluate_pipeline(
-            dataset_uri=dataset, dataset_format=config.dataset_format, model_uri=model, baseline_uri=baseline,
-            num_attempts=config.num_attempts, samples=config.eval_samples,
-            max_new_tokens=config.max_new_tokens, seed=config.seed,
-        )  # fmt: skip
-    baseline = model if config.baseline_uri == INITIAL else config.baseline_uri
-    return lambda: build_train_pipeline(config.rounds)(
-        dataset_uri=dataset, dataset_format=config.dataset_format, model_uri=model, baseline_uri=baseline,
-        registry=config.registry, num_attempts=config.num_attempts, group_size=config.group_size,
-        rollout_shards=config.rollout_shards,
-        max_new_tokens=config.max_new_tokens, learning_rate=config.learning_rate,
-        ppo_epochs=config.ppo_epochs, minibatches=config.minibatches, precision=config.precision,
-        eval_fraction=0.25,
-        eval_samples=config.eval_samples,
-        promote_first=config.promote_first, seed=config.seed,
+        return evaluate_pipeline(**common, baseline_uri=baseline, samples=config.eval_samples)
+    return build_train_pipeline(config.rounds)(
+        **common, baseline_uri=model if config.baseline_uri == INITIAL else config.baseline_uri,
+        registry=config.registry, group_size=config.group_size, rollout_shards=config.rollout_shards,
+        learning_rate=config.learning_rate, ppo_epochs=config.ppo_epochs, minibatches=config.minibatches,
+        precision=config.precision, eval_fraction=0.25, eval_samples=config.eval_samples,
+        promote_first=config.promote_first,
     )  # fmt: skip
 
 
@@ -155,7 +152,7 @@ def run_local(config: RunLocalConfig) -> dict[str, Any]:
         before = current_version(registry, "policy") if registry else None
         local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root / "artifacts"))
         with contextlib.redirect_stdout(sys.stderr):  # kfp.local logs every task; stdout is for results
-            results = _pipeline_call(config, dataset, model)().output  # the evaluation folder
+            results = _run_pipeline(config, dataset, model).output  # the evaluation folder
         current = current_version(registry, "policy") if registry else None
     return {
         "pipeline": config.pipeline,
