@@ -62,7 +62,7 @@ def main() -> None:
         per_task = (time.perf_counter() - noop_started) / 10
     k = args.attempts
     print(json.dumps({
-        "benchmark": "pipeline_local", **vars(args), "tasks": 2 + 3 * args.rounds + 3,
+        "benchmark": "pipeline_local", **vars(args), "tasks": 7 + 4 * args.rounds,  # one rollout shard
         "wall_s": round(wall, 1), "v@k_initial": summary["baseline_v@k"][k - 1],
         "v@k_final": summary["v@k"][k - 1], "difference": summary[f"difference_v@{k}"],
         "noop_task_s": round(per_task, 3), "promoted": summary["promoted"],
