@@ -12,12 +12,12 @@ TORCH_CPU := torch==2.13.0
 .PHONY: setup system-deps run test lint bench clean images push-images
 
 # bubblewrap gives the code sandbox its full isolation; without it the sandbox falls back to
-# weaker levels (and says so in every verdict).
+# weaker levels (and says so in every verdict). g++ is what torch.compile's CPU backend compiles with.
 system-deps:
-	@command -v bwrap >/dev/null 2>&1 || { \
+	@command -v bwrap >/dev/null 2>&1 && command -v g++ >/dev/null 2>&1 || { \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-			apt-get update -qq && apt-get install -y -qq bubblewrap; \
-		else echo "warning: bubblewrap missing; install the Debian package 'bubblewrap' for full sandboxing" >&2; fi; }
+			apt-get update -qq && apt-get install -y -qq bubblewrap g++; \
+		else echo "warning: install the Debian packages 'bubblewrap' (full sandboxing) and 'g++' (torch.compile tests)" >&2; fi; }
 
 $(STAMP): pyproject.toml | system-deps
 	$(PYTHON) -m venv $(VENV)

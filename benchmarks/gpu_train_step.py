@@ -116,6 +116,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--chunk-tokens", type=int, default=2048)
     parser.add_argument("--checkpointing", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="torch.compile each decoder layer")
     parser.add_argument("--skip-baseline", action="store_true")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -151,6 +152,7 @@ def main() -> None:
         precision="bf16",
         logprob_chunk_tokens=args.chunk_tokens,
         gradient_checkpointing=args.checkpointing,
+        compile_layers=args.compile,
     )
     trainer = Trainer(model, config)
     batch = multi_attempt_batch(args.rows, args.length, model.config.vocab_size, args.rows // 4)

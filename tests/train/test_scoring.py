@@ -114,3 +114,11 @@ def test_packed_rows_score_like_the_padded_batch(tiny_policy, batch) -> None:
                              position_ids=packed.position_ids)  # fmt: skip
     torch.testing.assert_close(together, packed.take(plain), rtol=1e-5, atol=1e-5)
     assert mask.sum() > 0
+
+
+@pytest.mark.slow
+def test_compiled_layers_give_the_same_step(tiny_policy, batch) -> None:
+    """torch.compile on each decoder layer (inductor on CPU here): the eager update, up to the float
+    reordering of fused kernels (AdamW's first step moves each weight by up to lr = 1e-2)."""
+    plain = _one_step(tiny_policy, batch)
+    assert _max_difference(plain, _one_step(tiny_policy, batch, compile_layers=True)) < 1e-3

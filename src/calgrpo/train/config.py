@@ -43,6 +43,9 @@ class TrainConfig:
     """Attempt tokens whose logits exist at once when scoring (0: the model's full logits)."""
     precision: Literal["fp32", "bf16"] = "fp32"
     """``bf16``: autocast the forward and backward to bfloat16; weights and AdamW state stay fp32."""
+    compile_layers: bool = False
+    """``torch.compile`` each decoder layer in place (the unit FSDP shards, so it composes with it); the
+    first step pays the compilation."""
     gradient_checkpointing: bool = False
     """Recompute decoder activations in backward (less memory, ~30% more compute)."""
     lora_rank: int = 0

@@ -21,7 +21,7 @@ from calgrpo.algorithms.advantages import trajectory_success
 from calgrpo.errors import ConfigError
 from calgrpo.train.batch import TrajectoryBatch, token_budget_micro_batches
 from calgrpo.train.config import TrainConfig
-from calgrpo.train.distributed import DistContext, all_reduce_sum, wrap_for_training
+from calgrpo.train.distributed import DistContext, all_reduce_sum, decoder_layers, wrap_for_training
 from calgrpo.train.packing import Packed, plan_packing
 from calgrpo.train.scoring import PolicyScorer
 
@@ -45,6 +45,9 @@ class Trainer:
         self.loss_config = PolicyLossConfig(config.clip_low, config.clip_high, config.kl_coef)
         if config.gradient_checkpointing:
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        if config.compile_layers:
+            for layer in decoder_layers(model):
+                layer.compile()
         trained = model
         if config.lora_rank > 0:
             from calgrpo.train.lora import apply_lora
