@@ -208,3 +208,18 @@ def test_a_trainjob_round_through_s3_matches_training_in_the_task(
     assert metrics["train/loss"] == pytest.approx(local["train/loss"], abs=1e-5)
     difference = _max_difference(tmp_path / "out", tmp_path / "local")
     assert difference < 2e-5, difference
+
+
+def test_train_with_torchrun_runs_the_in_pod_multi_gpu_path(attempts, tiny_policy_folder, tmp_path) -> None:
+    """What the train component does with several GPUs in its pod, here with 2 CPU ranks."""
+    from calgrpo.train.launch import train_cli_args, train_with_torchrun
+
+    verdicts = tmp_path / "verdicts.parquet"
+    run_calgrpo("verify", "--problems", str(attempts.parent / "problems.parquet"), "--attempts", str(attempts),
+                "--output", str(verdicts))  # fmt: skip
+    args = train_cli_args(method="cal", learning_rate=3e-3, ppo_epochs=1, minibatches=2, temperature=1.0,
+                          precision="fp32", seed=7)  # fmt: skip
+    metrics = train_with_torchrun(attempts=str(attempts), verdicts=str(verdicts), model=str(tiny_policy_folder),
+                                  output=str(tmp_path / "out"), args=args, processes=2)  # fmt: skip
+    assert metrics["train/step"] == 2 and is_complete(tmp_path / "out")
+    assert (tmp_path / "out" / "model" / "config.json").is_file()

@@ -35,7 +35,8 @@ def train_with_torchrun(*, attempts: str, verdicts: str, model: str, output: str
                "-m", "calgrpo.cli", "train", "--attempts", attempts, "--verdicts", verdicts, "--model", model,
                "--output", output, *args]  # fmt: skip
     with tempfile.TemporaryFile("w+") as errors:
-        result = subprocess.run(command, stdout=subprocess.PIPE, stderr=errors, text=True, check=False)
+        # The metrics are read from the output's state.json; stdout carries nothing else we need.
+        result = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=errors, text=True, check=False)
         if result.returncode != 0:
             errors.seek(0)
             tail = errors.read()[-4000:]
@@ -49,6 +50,7 @@ def request_from_task_config(task_config, *, name: str, image: str, num_nodes: i
     tolerations, node selector, environment such as the S3 credentials from their Secret)."""
     if namespace is None:
         namespace = SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
+    # command: a placeholder; train_on_cluster sets the real one, which depends on the staging paths.
     return TrainJobRequest(
         name=name, namespace=namespace, image=image, command=["calgrpo"], num_nodes=num_nodes,
         procs_per_node=procs_per_node, resources=task_config.resources or {}, env=task_config.env or [],
