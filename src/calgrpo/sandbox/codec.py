@@ -42,29 +42,91 @@ def encode(value: Any, depth: int = 0) -> Any:
     raise CodecError(f"values of type {kind.__name__} cannot be checked")
 
 
-def decode(data: Any, depth: int = 0) -> Any:
-    """Rebuild a value from :func:`encode`'s form; rejects anything else."""
+MAX_ITEMS = 1 << 20
+"""Values (all containers and scalars together) one decoded message may hold."""
+MAX_INT_DIGITS = 4300
+"""Longest integer accepted (CPython's own default for int(str)); longer ones are quadratic to parse."""
+MAX_SAME_HASH = 8
+"""Distinct values sharing one hash that a container may hold. Ints that are multiples of 2**61 - 1
+all hash alike, so a set of them (or any later set() of a list of them in the tests) takes
+quadratic time; no honest answer looks like that, so the value is refused while decoding."""
+
+
+class _Budget:
+    def __init__(self, items: int):
+        self.items = items
+
+    def spend(self, count: int = 1) -> None:
+        self.items -= count
+        if self.items < 0:
+            raise CodecError(f"value has more than {MAX_ITEMS} items")
+
+
+def decode(data: Any, depth: int = 0, budget: _Budget | None = None) -> Any:
+    """Rebuild a value from :func:`encode`'s form; rejects anything else.
+
+    Bounded work whatever ``data`` is: nesting, item count, integer length and hash collisions
+    are limited, so decoding a hostile reply is linear in its size.
+    """
+    budget = budget if budget is not None else _Budget(MAX_ITEMS)
     if depth > MAX_DEPTH:
         raise CodecError("value nested too deeply")
+    budget.spend()
     if data is None or isinstance(data, (bool, str)):
         return data
     if not isinstance(data, dict) or len(data) != 1:
         raise CodecError("malformed value")
     ((tag, payload),) = data.items()
     if tag == "i":
+        if not isinstance(payload, str) or len(payload) > MAX_INT_DIGITS + 1:
+            raise CodecError(f"integer longer than {MAX_INT_DIGITS} digits")
         return int(payload)
     if tag == "f":
-        return float(payload)
+        return float(_short(payload))
     if tag == "c":
-        return complex(float(payload[0]), float(payload[1]))
+        return complex(float(_short(payload[0])), float(_short(payload[1])))
     if tag == "b":
         return bytes.fromhex(payload)
-    if tag in ("l", "t", "s", "z"):
-        items = [decode(item, depth + 1) for item in payload]
+    if tag in ("l", "t", "s", "z", "d"):
+        if not isinstance(payload, list):
+            raise CodecError("malformed container")
+        if tag == "d":
+            pairs = [(decode(k, depth + 1, budget), decode(v, depth + 1, budget)) for k, v in _pairs(payload)]
+            _refuse_hash_floods([k for k, _ in pairs])
+            return dict(pairs)
+        items = [decode(item, depth + 1, budget) for item in payload]
+        _refuse_hash_floods(items)
         return {"l": list, "t": tuple, "s": set, "z": frozenset}[tag](items)
-    if tag == "d":
-        return {decode(k, depth + 1): decode(v, depth + 1) for k, v in payload}
     raise CodecError(f"unknown tag {tag!r}")
+
+
+def _short(text: Any) -> str:
+    if not isinstance(text, str) or len(text) > 64:
+        raise CodecError("malformed float")
+    return text
+
+
+def _pairs(payload: list) -> list:
+    if not all(isinstance(pair, list) and len(pair) == 2 for pair in payload):
+        raise CodecError("malformed dict")
+    return payload
+
+
+def _refuse_hash_floods(items: list) -> None:
+    """Raise if more than MAX_SAME_HASH distinct hashable items share a hash (linear time)."""
+    if len(items) <= MAX_SAME_HASH:
+        return
+    seen: dict[int, list] = {}
+    for item in items:
+        try:
+            key = hash(item)
+        except TypeError:  # lists, dicts, sets: never set members or keys as they are
+            continue
+        bucket = seen.setdefault(key, [])
+        if len(bucket) <= MAX_SAME_HASH and not any(type(x) is type(item) and x == item for x in bucket):
+            bucket.append(item)
+            if len(bucket) > MAX_SAME_HASH:
+                raise CodecError("value holds many distinct items with the same hash")
 
 
 def dumps(message: dict) -> bytes:
@@ -72,7 +134,10 @@ def dumps(message: dict) -> bytes:
 
 
 def loads(line: bytes) -> dict:
-    message = json.loads(line)
+    try:
+        message = json.loads(line)
+    except RecursionError:  # a deeply nested JSON text
+        raise CodecError("message nested too deeply") from None
     if not isinstance(message, dict):
         raise CodecError("malformed message")
     return message

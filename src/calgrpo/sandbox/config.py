@@ -11,7 +11,8 @@ IsolationLevel = Literal["bwrap", "unshare+setuid", "rlimits"]
 """What a run actually got, strongest first:
 
 - ``bwrap``: bubblewrap jail: new user, pid, network, ipc, uts and mount namespaces; read-only
-  system directories, a fresh writable work directory and nothing else; an unprivileged uid.
+  system directories, a small tmpfs as work directory and /tmp and nothing else; an unprivileged
+  uid; no further user namespaces; a seccomp filter where this architecture has one.
 - ``unshare+setuid``: a new network namespace and a dropped uid, but the host filesystem is visible
   (read-only by permissions only).
 - ``rlimits``: resource limits and a scrubbed environment only.
@@ -41,7 +42,16 @@ class SandboxConfig:
     strict: bool = False
     """Refuse to run anything without full (bwrap) isolation."""
     uid_base: int = 61000
-    """As root, runs take uids/gids uid_base .. uid_base + 999 in turn (unused by anything else)."""
+    """As root, each run leases a uid/gid of uid_base .. uid_base + 999, unique across every process
+    on the machine (lock files), so concurrent verifiers never share or kill each other's programs."""
+    scratch_mb: int = 64
+    """Writable space of the jail (its work directory and /tmp together, a tmpfs), MiB (>= 1)."""
+    scratch_inodes: int = 4096
+    """Files and directories the jail's tmpfs may hold (>= 64), so a file bomb ends at a count."""
+    host_grace_s: float = 5.0
+    """Wall-clock seconds on top of ``timeout_s`` for the trusted side (start-up, decoding the
+    program's values, running the tests, cleanup); past it the whole verification is killed and
+    counts as a timeout, so nothing a program returns can stall the stage (> 0)."""
 
     def __post_init__(self) -> None:
         check_ranges(
@@ -55,6 +65,10 @@ class SandboxConfig:
                 "open_files": (self.open_files >= 16, ">= 16"),
                 "processes": (self.processes >= 1, ">= 1"),
                 "output_bytes": (self.output_bytes >= 0, ">= 0"),
+                "scratch_mb": (self.scratch_mb >= 1, ">= 1"),
+                "scratch_inodes": (self.scratch_inodes >= 64, ">= 64"),
+                "host_grace_s": (self.host_grace_s > 0, "> 0"),
+                "uid_base": (1000 <= self.uid_base <= 2**31 - 2000, "in 1000 .. 2**31 - 2000"),
             },
         )
         if self.strict and self.isolation not in ("auto", "bwrap"):

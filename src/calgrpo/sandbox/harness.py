@@ -5,6 +5,12 @@ place of the program's functions. A call sends plain-value arguments into the ja
 value back (codec.py). So the verdict is decided outside the jail, by trusted test code, from
 values the program cannot disguise: exiting early, patching builtins or ``check``, printing fake
 success lines or killing processes can only make a test fail.
+
+Everything the program hands back is bounded here: pipe I/O is non-blocking against one deadline,
+messages are capped, decoding has a budget (codec.py), and stdout/stderr go to anonymous files that
+the program cannot replace by a FIFO or a symlink. The judge process (judge.py) that calls
+:func:`run_tests` is itself killed if it overruns, which bounds whatever is left (the tests' own
+work on returned values).
 """
 
 from __future__ import annotations
@@ -15,23 +21,25 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from calgrpo.sandbox import codec
 from calgrpo.sandbox.config import IsolationLevel, SandboxConfig
+from calgrpo.sandbox.entry_points import required_names
 from calgrpo.sandbox.isolation import (
     SAFE_ENV,
     SANDBOX_DIR,
     build_command,
-    choose_isolation,
+    jail_features,
     make_preexec,
+    open_seccomp_fd,
+    runner_dir,
     sandbox_python,
 )
 
-HERE = Path(__file__).parent
+MAX_MESSAGE = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -64,17 +72,19 @@ class RemoteError(Exception):
     """An exception raised by the program inside the sandbox."""
 
     def __init__(self, error: dict):
-        self.type_name = str(error.get("type", "Exception"))
-        self.text = str(error.get("message", ""))
+        self.type_name = str(error.get("type", "Exception"))[:100]
+        self.text = str(error.get("message", ""))[-2000:]
         super().__init__(self.text)
 
 
 class _Connection:
-    """Line-oriented messages over two pipes, every wait bounded by the deadline."""
+    """Line-oriented messages over two non-blocking pipes, every wait bounded by one deadline."""
 
     def __init__(self, write_fd: int, read_fd: int, deadline: float):
         self.write_fd, self.read_fd, self.deadline = write_fd, read_fd, deadline
-        self.buffer = b""
+        os.set_blocking(write_fd, False)  # a program that stops reading must not block a write
+        os.set_blocking(read_fd, False)
+        self.buffer = bytearray()
 
     def send(self, message: dict) -> None:
         data = memoryview(codec.dumps(message))
@@ -82,19 +92,27 @@ class _Connection:
             self._wait(self.write_fd, write=True)
             try:
                 data = data[os.write(self.write_fd, data) :]
-            except (BrokenPipeError, OSError) as exc:
+            except BlockingIOError:
+                continue
+            except OSError as exc:
                 raise _Died("the program's process is gone") from exc
 
     def receive(self) -> dict:
-        while b"\n" not in self.buffer:
+        searched = 0
+        while (end := self.buffer.find(b"\n", searched)) < 0:
+            searched = len(self.buffer)
             self._wait(self.read_fd, write=False)
-            chunk = os.read(self.read_fd, 1 << 16)
+            try:
+                chunk = os.read(self.read_fd, 1 << 16)
+            except BlockingIOError:
+                continue
             if not chunk:
                 raise _Died("the program's process ended")
             self.buffer += chunk
-            if len(self.buffer) > 8 << 20:
+            if len(self.buffer) > MAX_MESSAGE:
                 raise _Died("the program sent an oversized message")
-        line, self.buffer = self.buffer.split(b"\n", 1)
+        line = bytes(self.buffer[:end])
+        del self.buffer[: end + 1]
         try:
             return codec.loads(line)
         except ValueError as exc:
@@ -118,54 +136,14 @@ def _proxy(connection: _Connection, name: str):
         connection.send(request)
         reply = connection.receive()
         if "error" in reply:
-            raise RemoteError(reply["error"])
+            raise RemoteError(reply["error"] if isinstance(reply["error"], dict) else {})
         try:
             return codec.decode(reply.get("ok"))
-        except (codec.CodecError, ValueError, TypeError) as exc:
+        except (codec.CodecError, ValueError, TypeError, RecursionError) as exc:
             raise RemoteError({"type": "TypeError", "message": f"TypeError: {exc}"}) from None
 
     call.__name__ = name
     return call
-
-
-class SlotPool:
-    """Bounds concurrent programs and, as root, gives each run a uid of its own.
-
-    Uids rotate through ``uid_base .. uid_base + UID_RANGE - 1``, skipping those in use: a process
-    limit (RLIMIT_NPROC counts per uid) then counts only that run's processes, not the exiting
-    leftovers of the previous run, and killing "every process of the uid" kills only that run.
-    """
-
-    UID_RANGE = 1000
-
-    def __init__(self, size: int, config: SandboxConfig):
-        self.slots = threading.BoundedSemaphore(size)
-        self.config = config
-        self.lock = threading.Lock()
-        self.in_use: set[int] = set()
-        self.next_offset = 0
-
-    def acquire(self) -> int | None:
-        self.slots.acquire()
-        if os.geteuid() != 0:
-            return None
-        with self.lock:
-            while True:
-                uid = self.config.uid_base + self.next_offset
-                self.next_offset = (self.next_offset + 1) % self.UID_RANGE
-                if uid not in self.in_use:
-                    self.in_use.add(uid)
-                    return uid
-
-    def release(self, uid: int | None) -> None:
-        if uid is not None:
-            with self.lock:
-                self.in_use.discard(uid)
-        self.slots.release()
-
-    def uids(self) -> range:
-        """Every uid this pool may hand out."""
-        return range(self.config.uid_base, self.config.uid_base + self.UID_RANGE)
 
 
 def run_tests(
@@ -175,9 +153,11 @@ def run_tests(
     setup: str = "",
     entry_point: str | None = None,
     config: SandboxConfig | None = None,
-    pool: SlotPool | None = None,
+    level: IsolationLevel,
+    uid: int | None = None,
+    on_start=None,
 ) -> CodeResult:
-    """Load ``program`` in the sandbox, then run ``tests`` here against it.
+    """Load ``program`` in the sandbox, then run ``tests`` here against it (in this process).
 
     Args:
         program: the untrusted source.
@@ -185,56 +165,49 @@ def run_tests(
             ``check(candidate)``, which is called with the program's function; without it (MBPP style)
             it is a block of asserts that call the program's functions by name.
         setup: trusted code run first in the test namespace (a HumanEval prompt's helpers, imports).
+        level: the isolation level (see isolation.choose_isolation); ``uid``: the leased uid (root).
+        on_start: called with the program's process id once it runs (the judge reports it).
+
+    Runs Python between fork and exec: call it from a single-threaded process (judge.py does).
     """
     config = config or SandboxConfig()
-    pool = pool or SlotPool(1, config)
-    level = choose_isolation(config)
-    uid = pool.acquire()
-    try:
-        return _run_in_slot(program, tests, setup, entry_point, config, level, uid)
-    finally:
-        pool.release(uid)
-
-
-def _run_in_slot(program, tests, setup, entry_point, config, level, uid) -> CodeResult:
     started = time.monotonic()
-    workdir = Path(tempfile.mkdtemp(prefix="calgrpo-sandbox-"))
     request_r, request_w = os.pipe()
     response_r, response_w = os.pipe()
-    process = None
-    try:
-        (workdir / "program.py").write_text(program)
-        shutil.copy(HERE / "runner.py", workdir / "runner.py")
-        shutil.copy(HERE / "codec.py", workdir / "codec.py")
-        if uid is not None:
-            for path in [workdir, *workdir.iterdir()]:
-                os.chown(path, uid, uid)
-        os.chmod(workdir, 0o700)
-        inside = SANDBOX_DIR if level == "bwrap" else str(workdir)
-        argv = [sandbox_python(), "-E", "-s", "-B", f"{inside}/runner.py", str(request_r), str(response_w)]
-        with open(workdir / "stdout.txt", "wb") as out, open(workdir / "stderr.txt", "wb") as err:
+    process = workdir = seccomp_fd = None
+    detail, message = "crashed", "the sandbox could not start the program"
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            workdir = _host_workdir(level, uid)
+            inside = SANDBOX_DIR if level == "bwrap" else runner_dir()
+            argv = [sandbox_python(), "-E", "-s", "-B", f"{inside}/runner.py", str(request_r), str(response_w)]
+            seccomp_fd = open_seccomp_fd(level)
+            fds = [request_r, response_w] + ([seccomp_fd] if seccomp_fd is not None else [])
+            scratch = Path(runner_dir()) / "scratch"
             process = subprocess.Popen(
-                build_command(level, workdir, argv, [request_r, response_w]),
-                cwd=workdir,
-                env={**SAFE_ENV, "HOME": inside},
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                pass_fds=(request_r, response_w),
-                preexec_fn=make_preexec(level, config, uid),
-            )
-        os.close(request_r)
-        os.close(response_w)
-        request_r = response_w = -1
-        connection = _Connection(request_w, response_r, started + config.timeout_s)
-        detail, message = _drive(connection, tests, setup, entry_point)
-    finally:
-        for fd in (request_r, request_w, response_r, response_w):
-            if fd >= 0:
-                os.close(fd)
-        crashed_code = _terminate(process, uid)
-    stdout, stderr = (_head(workdir / name, config.output_bytes) for name in ("stdout.txt", "stderr.txt"))
-    shutil.rmtree(workdir, ignore_errors=True)
+                build_command(level, argv, scratch, seccomp_fd=seccomp_fd, config=config),
+                cwd=workdir or "/", env={**SAFE_ENV, "HOME": workdir or SANDBOX_DIR},
+                stdin=subprocess.DEVNULL, stdout=out, stderr=err, pass_fds=fds,
+                preexec_fn=make_preexec(
+                    level, config, uid, scratch if level == "bwrap" and jail_features().bounded_scratch else None
+                ),
+            )  # fmt: skip
+            if on_start is not None:
+                on_start(process.pid)
+            for fd in (request_r, response_w, seccomp_fd):
+                if fd is not None:
+                    os.close(fd)
+            request_r = response_w = -1
+            connection = _Connection(request_w, response_r, started + config.timeout_s)
+            detail, message = _drive(connection, program, tests, setup, entry_point)
+        finally:
+            for fd in (request_r, request_w, response_r, response_w):
+                if fd >= 0:
+                    os.close(fd)
+            crashed_code = _terminate(process)
+            if workdir is not None:
+                shutil.rmtree(workdir, ignore_errors=True)
+        stdout, stderr = (_head(handle, config.output_bytes) for handle in (out, err))
     if detail == "crashed" and crashed_code is not None:
         message = (
             f"the program was killed by signal {signal.Signals(-crashed_code).name}"
@@ -242,38 +215,43 @@ def _run_in_slot(program, tests, setup, entry_point, config, level, uid) -> Code
             else f"the program's process exited early (exit code {crashed_code})"
         )
     return CodeResult(
-        passed=detail == "passed",
-        detail=detail,
-        message=message,
-        isolation=level,
-        duration_s=time.monotonic() - started,
-        timed_out=detail == "timeout",
-        crashed=detail == "crashed",
-        stdout=stdout,
-        stderr=stderr,
-    )
+        passed=detail == "passed", detail=detail, message=message, isolation=level,
+        duration_s=time.monotonic() - started, timed_out=detail == "timeout", crashed=detail == "crashed",
+        stdout=stdout, stderr=stderr,
+    )  # fmt: skip
 
 
-def _drive(connection: _Connection, tests: str, setup: str, entry_point: str | None) -> tuple[str, str]:
+def _host_workdir(level: IsolationLevel, uid: int | None) -> str | None:
+    """The weaker levels run in a fresh host directory (bwrap's work directory is its own tmpfs)."""
+    if level == "bwrap":
+        return None
+    workdir = tempfile.mkdtemp(prefix="calgrpo-sandbox-")
+    if uid is not None:
+        os.chown(workdir, uid, uid)
+    os.chmod(workdir, 0o700)
+    return workdir
+
+
+def _drive(connection: _Connection, program: str, tests: str, setup: str, entry_point: str | None):
     """Run the trusted tests against the jailed program; (detail, message)."""
     try:
+        connection.send({"program": program})
         hello = connection.receive()
         if "load_error" in hello:
             return "load_error", _program_error(hello["load_error"])
-        callables = [name for name in hello.get("ready", []) if isinstance(name, str)]
+        ready = hello.get("ready")
+        callables = {name for name in ready if isinstance(name, str)} if isinstance(ready, list) else set()
         namespace: dict = {"__name__": "__calgrpo_tests__"}
         exec(compile(setup, "<setup>", "exec"), namespace)
+        # Only the names the tests need from outside come from the program (entry_points.py).
+        wanted = [entry_point] if entry_point is not None else required_names(tests, namespace)
+        missing = [name for name in wanted if name not in callables]
+        if missing:
+            return "missing_function", f"the program does not define {missing[0]}()"
+        namespace.update({name: _proxy(connection, name) for name in wanted})
+        exec(compile(tests, "<hidden tests>", "exec"), namespace)
         if entry_point is not None:
-            if entry_point not in callables:
-                return "missing_function", f"the program does not define {entry_point}()"
-            namespace[entry_point] = _proxy(connection, entry_point)
-            exec(compile(tests, "<hidden tests>", "exec"), namespace)
             namespace["check"](namespace[entry_point])
-        else:
-            namespace.update(
-                {name: _proxy(connection, name) for name in callables if not name.startswith("_")}
-            )
-            exec(compile(tests, "<hidden tests>", "exec"), namespace)
         return "passed", ""
     except _Timeout:
         return "timeout", "time limit exceeded"
@@ -291,22 +269,23 @@ def _drive(connection: _Connection, tests: str, setup: str, entry_point: str | N
         return "error", f"{type(exc).__name__} raised while checking the result"
 
 
-def _program_error(error: dict) -> str:
-    return str(error.get("message", "error"))[-500:]
+def _program_error(error) -> str:
+    return str(error.get("message", "error"))[-500:] if isinstance(error, dict) else "error"
 
 
-def _terminate(process: subprocess.Popen | None, uid: int | None) -> int | None:
-    """Kill the program's process group (and, with a slot uid, every process of that uid).
+def _terminate(process: subprocess.Popen | None) -> int | None:
+    """Kill the program's process group; the exit status if it had already ended by itself.
 
-    Returns the exit status if the process had already ended on its own, else None.
+    Processes that left the group (setsid, double fork) die with the jail's pid namespace under
+    bwrap, and with the leased uid (uids.py) at the weaker levels as root.
     """
     if process is None:
         return None
     exited_by_itself = process.poll()
-    with _suppress():
+    try:
         os.killpg(process.pid, signal.SIGKILL)
-    if uid is not None:
-        _kill_uid(uid)
+    except OSError:
+        pass
     try:
         process.wait(timeout=10)
     except subprocess.TimeoutExpired:
@@ -314,47 +293,7 @@ def _terminate(process: subprocess.Popen | None, uid: int | None) -> int | None:
     return exited_by_itself
 
 
-def _kill_uid(uid: int) -> None:
-    """Processes that left the group (setsid, double fork) still carry the slot's uid."""
-    for _ in range(50):
-        pids = processes_of_uid(uid)
-        if not pids:
-            return
-        for pid in pids:
-            with _suppress():
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.01)
-
-
-def processes_of_uid(uid: int | range) -> list[int]:
-    """Live (non-zombie) processes whose real uid is ``uid`` (or in that range of uids)."""
-    uids = uid if isinstance(uid, range) else range(uid, uid + 1)
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/status") as handle:
-                status = dict(line.split(":", 1) for line in handle if ":" in line)
-        except OSError:
-            continue
-        zombie = status.get("State", "").strip().startswith("Z")
-        if int(status.get("Uid", "-1 ").split()[0]) in uids and not zombie:
-            found.append(int(entry))
-    return found
-
-
-def _head(path: Path, limit: int) -> str:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(limit).decode("utf-8", errors="replace")
-    except OSError:
-        return ""
-
-
-class _suppress:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, value, traceback):
-        return kind is not None and issubclass(kind, (ProcessLookupError, PermissionError, OSError))
+def _head(handle, limit: int) -> str:
+    """The first ``limit`` bytes the program wrote to an anonymous output file."""
+    handle.seek(0)
+    return handle.read(limit).decode("utf-8", errors="replace")

@@ -1,7 +1,8 @@
 """Sandbox side of a code verification (standard library only; runs inside the jail).
 
-Loads ``program.py`` from the working directory, then serves calls from the harness over two
-pipes: requests on fd ``argv[1]``, responses on fd ``argv[2]``. It never decides pass or fail: the
+Receives the program's source as the first request (nothing of the program is a file the host
+reads back), runs it, then serves calls from the harness over two pipes: requests on fd
+``argv[1]``, responses on fd ``argv[2]``. It never decides pass or fail: the
 hidden tests run on the harness side, which only receives plain values (see codec.py). Whatever the
 program does to this process (exit, patch builtins, print, kill itself) can only make it fail.
 """
@@ -44,8 +45,11 @@ def _lines(fd):
 
 def main():
     request_fd, response_fd = int(sys.argv[1]), int(sys.argv[2])
-    with open("program.py", encoding="utf-8", errors="replace") as handle:
-        source = handle.read()
+    requests = _lines(request_fd)
+    first = codec.loads(next(requests, b"{}"))
+    source = first.get("program")
+    if not isinstance(source, str):
+        return
     namespace = {"__name__": "__sandbox__", "__builtins__": __builtins__}
     try:
         exec(compile(source, "program.py", "exec"), namespace)
@@ -56,7 +60,7 @@ def main():
         name for name, value in namespace.items() if callable(value) and not name.startswith("__")
     )
     _send(response_fd, {"ready": callables})
-    for line in _lines(request_fd):
+    for line in requests:
         request = codec.loads(line)
         try:
             args = codec.decode(request["args"])

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from calgrpo.errors import ConfigError
 from calgrpo.sandbox.config import SandboxConfig
-from calgrpo.sandbox.harness import SlotPool, run_tests
+from calgrpo.sandbox.judge import JudgePool
 from calgrpo.tasks.base import FeedbackMode, Problem, Task, Verdict, register_task
 
 _FENCE = re.compile(r"```(?:python|py|Python)?[ \t]*\n(.*?)```", re.DOTALL)
@@ -64,7 +64,7 @@ class CodeTask(Task):
         self.num_workers = workers or os.cpu_count() or 1
         if self.num_workers < 1:
             raise ConfigError(f"code task: workers must be >= 1, got {workers}")
-        self.pool = SlotPool(self.num_workers, self.sandbox)
+        self.pool = JudgePool(self.num_workers, self.sandbox)
 
     def format_prompt(self, problem: Problem) -> str:
         if problem.meta.get("format", "humaneval") == "humaneval":
@@ -76,13 +76,11 @@ class CodeTask(Task):
         fmt = problem.meta.get("format", "humaneval")
         if fmt not in FORMATS:
             return Verdict(False, "bad_problem", f"unknown code format {fmt!r}")
-        result = run_tests(
+        result = self.pool.run(
             build_program(problem, completion),
             problem.tests,
             setup=test_setup(problem),
             entry_point=problem.meta.get("entry_point") if fmt == "humaneval" else None,
-            config=self.sandbox,
-            pool=self.pool,
         )
         return Verdict(
             correct=result.passed,
@@ -102,3 +100,6 @@ class CodeTask(Task):
         if mode == "binary":
             return "Incorrect. Try again."
         return f"Incorrect: {verdict.message[:300] or verdict.detail}. Try again."
+
+    def close(self) -> None:
+        self.pool.close()
