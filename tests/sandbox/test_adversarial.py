@@ -16,17 +16,33 @@ import time
 import pytest
 
 from calgrpo.sandbox.config import SandboxConfig
-from calgrpo.sandbox.harness import SlotPool, processes_of_uid, run_tests
 from calgrpo.sandbox.isolation import choose_isolation
+from calgrpo.sandbox.judge import JudgePool
+from calgrpo.sandbox.uids import UID_RANGE, processes_of
 
 PROMPT = 'def solve(x):\n    """Return twice x."""\n'
 DOUBLE_TESTS = "def check(candidate):\n    assert candidate(2) == 4\n    assert candidate(-3) == -6\n"
 FAST = SandboxConfig(timeout_s=3.0, cpu_s=3, memory_mb=512, file_size_mb=2, processes=16, output_bytes=2048)
-POOL = SlotPool(1, FAST)
+
+@pytest.fixture(scope="module", autouse=True)
+def _pools():
+    yield
+    for pool in POOLS.values():
+        pool.close()
+
+
+POOLS: dict[SandboxConfig, JudgePool] = {}
+
+
+def run_tests(program: str, tests: str, *, setup: str, entry_point: str, config: SandboxConfig):
+    """One verification through the judge pool the code task uses (one pool per config)."""
+    if config not in POOLS:
+        POOLS[config] = JudgePool(1, config)
+    return POOLS[config].run(program, tests, setup=setup, entry_point=entry_point)
 
 
 def _run(body: str, tests: str = DOUBLE_TESTS, config: SandboxConfig = FAST):
-    return run_tests(body, tests, setup=PROMPT, entry_point="solve", config=config, pool=POOL)
+    return run_tests(body, tests, setup=PROMPT, entry_point="solve", config=config)
 
 
 def _secret_tests(secret: str) -> str:
@@ -34,7 +50,7 @@ def _secret_tests(secret: str) -> str:
 
 
 def _no_process_left() -> bool:
-    return processes_of_uid(POOL.uids()) == []
+    return processes_of(range(FAST.uid_base, FAST.uid_base + UID_RANGE)) == []
 
 
 FORGERIES = {

@@ -202,11 +202,14 @@ def build_command(
         return argv
     features = features or jail_features()
     config = config or SandboxConfig()
+    # The only writable places: the work directory, /tmp and /dev/shm; / and /dev are remounted
+    # read-only below (bwrap makes both tmpfs without limits).
+    places = {SANDBOX_DIR: "work", "/tmp": "tmp", "/dev/shm": "shm"}
     if features.bounded_scratch:
-        writable = ["--bind", f"{scratch}/work", SANDBOX_DIR, "--bind", f"{scratch}/tmp", "/tmp"]
+        writable = [arg for inside, name in places.items() for arg in ("--bind", f"{scratch}/{name}", inside)]
     else:
         size = str(config.scratch_mb << 20)
-        writable = ["--size", size, "--tmpfs", SANDBOX_DIR, "--size", size, "--tmpfs", "/tmp"]
+        writable = [arg for inside in places for arg in ("--size", size, "--tmpfs", inside)]
     lib = runner_dir()
     return [
         shutil.which("bwrap") or "bwrap",
@@ -216,6 +219,8 @@ def build_command(
         *writable,
         "--ro-bind", f"{lib}/runner.py", f"{SANDBOX_DIR}/runner.py",
         "--ro-bind", f"{lib}/codec.py", f"{SANDBOX_DIR}/codec.py",
+        "--remount-ro", "/dev",
+        "--remount-ro", "/",
         "--chdir", SANDBOX_DIR,
         "--unshare-all",  # pid, network, ipc, uts, cgroup namespaces
         "--unshare-user",  # explicitly, so that --disable-userns applies
@@ -258,8 +263,8 @@ def _mount_scratch(scratch: Path, config: SandboxConfig) -> None:
         _LIBC.mount(b"calgrpo", str(scratch).encode(), b"tmpfs", MS_NOSUID | MS_NODEV, options.encode()),
         "mount(tmpfs)",
     )
-    os.mkdir(scratch / "work", 0o700)
-    os.mkdir(scratch / "tmp", 0o700)
+    for name in ("work", "tmp", "shm"):
+        os.mkdir(scratch / name, 0o700)
 
 
 def make_preexec(level: IsolationLevel, config: SandboxConfig, uid: int | None, scratch: Path | None = None):
