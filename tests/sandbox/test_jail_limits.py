@@ -65,6 +65,7 @@ def test_no_nested_user_namespaces_or_mounts() -> None:
         "    import ctypes, os\n    libc = ctypes.CDLL(None, use_errno=True)\n"
         "    results = [libc.unshare(0x10000000), libc.unshare(0x00020000),\n"
         "               libc.mount(b'none', b'/tmp', b'tmpfs', 0, None)]\n"
+        "    return results\n"
     )
     assert _probe(body, "def check(candidate):\n    assert candidate(0) == [-1, -1, -1]\n")
 
