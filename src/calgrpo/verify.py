@@ -37,6 +37,7 @@ class VerdictRow:
 
 
 VERDICT_COLUMNS = [f.name for f in fields(VerdictRow)]
+WEAK_ISOLATION = ("unshare+setuid", "rlimits")
 
 
 def verify_attempts(
@@ -81,7 +82,7 @@ def summarize(rows: list[VerdictRow], elapsed_s: float) -> dict[str, Any]:
             "timeouts": sum(r.timed_out for r in group),
             "crashes": sum(r.crashed for r in group),
         }
-    return {
+    summary = {
         "verdicts": len(rows),
         "per_task": per_task,
         "isolation": dict(Counter(r.isolation for r in rows if r.isolation)),
@@ -89,6 +90,14 @@ def summarize(rows: list[VerdictRow], elapsed_s: float) -> dict[str, Any]:
         "elapsed_s": round(elapsed_s, 3),
         "verdicts_per_s": round(len(rows) / elapsed_s, 2) if elapsed_s > 0 else None,
     }
+    weak = sorted({r.isolation for r in rows if r.isolation in WEAK_ISOLATION})
+    if weak:
+        count = sum(r.isolation in WEAK_ISOLATION for r in rows)
+        summary["isolation_warning"] = (
+            f"{count} programs ran without the full bubblewrap jail (isolation {', '.join(weak)}): "
+            "see docs/verification.md for what these levels do not defend"
+        )
+    return summary
 
 
 def write_verdicts(rows: list[VerdictRow], path: str | Path) -> None:

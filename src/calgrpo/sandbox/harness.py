@@ -270,7 +270,10 @@ def _drive(connection: _Connection, program: str, tests: str, setup: str, entry_
 
 
 def _program_error(error) -> str:
-    return str(error.get("message", "error"))[-500:] if isinstance(error, dict) else "error"
+    """The program's own error text, shortened and made valid UTF-8 (a lone surrogate in it would
+    break the parquet writer and the tokenizer downstream)."""
+    text = str(error.get("message", "error"))[-500:] if isinstance(error, dict) else "error"
+    return text.encode("utf-8", errors="replace").decode("utf-8")
 
 
 def _terminate(process: subprocess.Popen | None) -> int | None:
