@@ -52,6 +52,28 @@ def test_setup(problem: Problem) -> str:
     return f"{imports}\n{problem.meta.get('test_setup_code') or ''}"
 
 
+SELF_TEST = "calgrpo_self_test"
+SELF_TEST_CHECK = "def check(candidate):\n    assert candidate() is True\n"
+
+
+def self_test_program(problem: Problem) -> str:
+    """The problem's canonical solution *and its own tests* as one untrusted program.
+
+    At ingest the dataset's test code is not trusted yet (a hostile dataset can put anything
+    there), so it runs in the jail with the solution; the host only asks whether it finished.
+    """
+    if problem.meta.get("format", "humaneval") == "humaneval":
+        program = build_program(problem, problem.answer)
+        call = f"globals()['check'](globals()[{problem.meta.get('entry_point')!r}])"
+    else:
+        program = f"{test_setup(problem)}\n{problem.answer}"
+        call = "pass"
+    return (
+        f"{program}\n\n\ndef {SELF_TEST}():\n"
+        f"    exec(compile({problem.tests!r}, '<tests>', 'exec'), globals())\n    {call}\n    return True\n"
+    )
+
+
 @register_task
 class CodeTask(Task):
     """Write a Python function; hidden tests decide."""
@@ -95,6 +117,15 @@ class CodeTask(Task):
     def verify_many(self, problems: list[Problem], completions: list[str]) -> list[Verdict]:
         with ThreadPoolExecutor(max_workers=self.num_workers) as executor:
             return list(executor.map(self.verify, problems, completions))
+
+    def self_test_many(self, problems: list[Problem]) -> list[bool]:
+        """Whether each problem's canonical solution passes its own tests, all of it in the jail."""
+
+        def one(problem: Problem) -> bool:
+            return self.pool.run(self_test_program(problem), SELF_TEST_CHECK, entry_point=SELF_TEST).passed
+
+        with ThreadPoolExecutor(max_workers=self.num_workers) as executor:
+            return list(executor.map(one, problems))
 
     def feedback(self, problem: Problem, verdict: Verdict, mode: FeedbackMode = "detailed") -> str:
         if mode == "binary":
