@@ -78,10 +78,13 @@ def bench_code(num: int, workers: int, isolation: str) -> dict:
         meta={"format": "humaneval", "entry_point": "total"},
     )
     completions = [GOOD if i % 2 == 0 else BAD for i in range(num)]
-    task.verify_many([problem] * 4, completions[:4])  # warm-up (isolation probe, imports)
-    started = time.perf_counter()
-    verdicts = task.verify_many([problem] * num, completions)
-    elapsed = time.perf_counter() - started
+    try:
+        task.verify_many([problem] * 4, completions[:4])  # warm-up (isolation probe, judges, imports)
+        started = time.perf_counter()
+        verdicts = task.verify_many([problem] * num, completions)
+        elapsed = time.perf_counter() - started
+    finally:
+        task.close()
     assert [v.correct for v in verdicts] == [i % 2 == 0 for i in range(num)], "wrong verdicts"
     return {
         "isolation": verdicts[0].isolation,

@@ -5,7 +5,8 @@ A per-process counter is not enough: two verify stages on one node (two KFP task
 verify`` twice) would hand out the same uid, and each one's cleanup ("kill every process of my
 uid") would kill the other's programs. So a uid is *leased*: an exclusive ``flock`` on a lock file
 per uid, in a root-only directory. The kernel drops the lock when its holder dies, so a crashed
-verifier never leaks a uid, and a new holder first kills whatever a dead holder left running.
+verifier never leaks a uid; the holder's pid stays in the file until a clean release, so a new
+holder knows when to kill whatever a dead holder left running.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class UidLease:
     def release(self) -> None:
         if self._fd >= 0:
             kill_processes_of(self.uid)
+            os.ftruncate(self._fd, 0)  # marks the uid clean: the next holder need not look for leftovers
             os.close(self._fd)  # closing drops the flock
             self._fd = -1
 
@@ -89,7 +91,9 @@ class UidLeaser:
                     if exc.errno in (errno.EAGAIN, errno.EACCES):
                         continue
                     raise
-                kill_processes_of(uid)  # leftovers of a holder that died mid-run
+                if os.fstat(fd).st_size:  # a holder died mid-run: its programs may still be alive
+                    kill_processes_of(uid)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
                 return UidLease(uid, fd)
         raise UidsExhausted(
             f"sandbox: all {UID_RANGE} uids from {self.uid_base} are leased; lower the number of "
