@@ -228,3 +228,59 @@ def test_ingest_cli_exit_codes(tmp_path) -> None:
     assert "validation FAILED" in result.stderr and "nothing was published" in result.stderr
     assert "answer_ok" in (tmp_path / "report.txt").read_text()
     assert not (tmp_path / "out").exists()
+
+
+def _failed_report(tmp_path, fmt: str, source: str):
+    with pytest.raises(ValidationFailed) as raised:
+        ingest(IngestConfig(format=fmt, input=source, output=str(tmp_path / "out")))
+    assert not (tmp_path / "out").exists()  # nothing published
+    return raised.value.report
+
+
+@pytest.mark.parametrize(
+    "gold",
+    ["1" + "0" * 400, "1" + "0" * 400 + "/3", "9" * 65, "1/0", "-" + "1," * 40 + "1"],
+    ids=["400 zeros", "huge fraction", "65 digits", "division by zero", "long with commas"],
+)
+def test_gsm8k_unbounded_gold_is_refused_by_a_named_expectation(tmp_path, gold) -> None:
+    # The verifier turned such golds into inf, and then every attempt verified correct.
+    rows = [{"question": "2+2?", "answer": "#### 4"}, {"question": "Big?", "answer": f"work\n#### {gold}"}]
+    source = _jsonl(tmp_path / "in.jsonl", rows)
+    report = _failed_report(tmp_path, "gsm8k", source)
+    assert [(f["suite"], f["column"]) for f in report.failures] == [("gsm8k", "gold_bounded")]
+    assert report.bad_rows == {1: ["expect_column_values_to_be_in_set(gold_bounded)"]}
+    assert "gold answer is not a finite number of at most 64 characters" in report.to_text()
+    card = ingest(
+        IngestConfig(format="gsm8k", input=source, output=str(tmp_path / "kept"), drop_invalid=True)
+    )
+    assert (card["published"], card["quarantined"]) == (1, 1)
+
+
+@pytest.mark.parametrize("gold", ["1e400", "inf", "nan", "12 apples"])
+def test_gsm8k_gold_that_is_not_a_plain_number_fails_answer_ok(tmp_path, gold) -> None:
+    rows = [{"question": "2+2?", "answer": "#### 4"}, {"question": "Big?", "answer": f"#### {gold}"}]
+    report = _failed_report(tmp_path, "gsm8k", _jsonl(tmp_path / "in.jsonl", rows))
+    assert [f["column"] for f in report.failures] == ["answer_ok"]  # gold_bounded is n/a, not a 2nd reason
+
+
+def test_whitespace_only_prompt_is_refused_and_quarantined(tmp_path) -> None:
+    rows = [
+        _problem(),
+        _problem(prompt=" \n\t  ", answer="#### 5"),
+        _problem(prompt="\u200b\ufeff ", answer="#### 6"),
+    ]
+    source = _jsonl(tmp_path / "in.jsonl", rows)
+    report = _failed_report(tmp_path, "jsonl", source)
+    assert [(f["expectation"], f["column"], f["unexpected_count"]) for f in report.failures] == [
+        ("expect_column_values_to_match_regex", "prompt", 2)
+    ]
+    assert "expect_column_values_to_match_regex on column 'prompt' (2 rows)" in report.to_text()
+    card = ingest(
+        IngestConfig(format="jsonl", input=source, output=str(tmp_path / "kept"), drop_invalid=True)
+    )
+    assert (card["published"], card["quarantined"], card["records_read"]) == (1, 2, 3)
+    quarantine = pd.read_parquet(tmp_path / "kept" / "quarantine.parquet")
+    assert sorted(quarantine["prompt"]) == sorted([" \n\t  ", "\u200b\ufeff "])
+    assert {r for reasons in quarantine["reasons"] for r in json.loads(reasons)} == {
+        "expect_column_values_to_match_regex(prompt)"
+    }

@@ -1,14 +1,24 @@
-"""GSM8K: answer extraction on every real test answer, and the usual answer styles."""
+"""GSM8K: answer extraction on every real test answer, the usual answer styles, and hostile inputs
+(huge numbers, unbounded golds, megabytes of adversarial text) that must neither raise nor stall."""
 
 from __future__ import annotations
 
 import json
+import random
+import time
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
 
-from calgrpo.tasks import Problem, get_task
-from calgrpo.tasks.gsm8k import extract_gold, extract_prediction, parse_number
+from calgrpo.tasks import Problem, get_task, gsm8k
+from calgrpo.tasks.gsm8k import (
+    MAX_NUMBER_CHARS,
+    extract_gold,
+    extract_prediction,
+    numbers_match,
+    parse_number,
+)
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "gsm8k" / "test.jsonl"
 
@@ -24,7 +34,8 @@ def test_every_real_gold_answer_verifies_against_itself_and_not_a_perturbed_valu
         assert gold is not None, row["answer"]
         assert task.verify(problem, row["answer"]).correct, row["answer"]
         head = row["answer"].rsplit("####", 1)[0]
-        perturbed = f"{head}#### {gold + 1:g}"
+        # Every GSM8K gold is an integer; past 10^6, gold + 1 is within the 1e-6 relative tolerance.
+        perturbed = f"{head}#### {gold + 1 + abs(gold) // 1000}"
         assert not task.verify(problem, perturbed).correct, perturbed
 
 
@@ -67,3 +78,113 @@ def test_gsm8k_feedback_modes_do_not_reveal_gold() -> None:
     missing = task.verify(problem, "I am not sure")
     assert missing.detail == "no_answer" and "####" in task.feedback(problem, missing)
     assert "72" not in task.format_prompt(problem)
+
+
+def _verify(answer: str, completion: str):
+    problem = Problem(id="p", task="gsm8k", prompt="q", answer=answer)
+    return get_task("gsm8k").verify(problem, completion)
+
+
+@pytest.mark.parametrize(
+    "completion",
+    ["#### 1" + "0" * 400, "#### 1" + "0" * 400 + "/3", "#### 3/1" + "0" * 400, "#### 0." + "0" * 400 + "1",
+     "#### -" + "9" * 65, "#### " + "1," * 40 + "1", "#### " + "9" * 1000],
+    ids=["400 zeros", "huge numerator", "huge denominator", "tiny decimal", "65 digits", "long with commas",
+         "1000 digits"],
+)  # fmt: skip
+def test_verify_overlong_prediction_is_wrong_not_an_exception(completion: str) -> None:
+    # float(Fraction) overflowed on these and the whole verify stage wrote no verdicts.
+    verdict = _verify("#### 18", completion)
+    assert not verdict.correct and verdict.detail == "wrong_answer"
+    assert f"longer than {MAX_NUMBER_CHARS} characters" in verdict.message
+
+
+@pytest.mark.parametrize(
+    "gold",
+    ["#### 1" + "0" * 400, "#### 1e400", "#### inf", "#### nan", "#### 1/0", "#### 1" + "0" * 400 + "/3",
+     "#### " + "1" * 65],
+    ids=["400 zeros", "1e400", "inf", "nan", "division by zero", "huge fraction", "65 digits"],
+)  # fmt: skip
+def test_verify_unbounded_gold_is_bad_gold_never_correct(gold: str) -> None:
+    # An infinite gold made every answer "correct" (|p - inf| <= 1e-6 * inf).
+    for completion in ("#### 5", gold, "#### 1" + "0" * 400, "no answer"):
+        verdict = _verify(gold, completion)
+        assert not verdict.correct and verdict.detail == "bad_gold", (gold[:20], completion[:20])
+
+
+def test_parse_number_is_exact_and_bounded() -> None:
+    assert parse_number("0.1") + parse_number("0.2") == parse_number("0.3")  # exact, unlike floats
+    assert parse_number("1/3") == Fraction(1, 3)
+    assert parse_number("9" * MAX_NUMBER_CHARS) == int("9" * MAX_NUMBER_CHARS)
+    for text in ("9" * (MAX_NUMBER_CHARS + 1), "1e5", "inf", "nan", "1_000", "12 apples", "", "-", "."):
+        assert parse_number(text) is None, text
+
+
+@pytest.mark.parametrize(
+    ("predicted", "gold", "match"),
+    [("1000000.5", "1000000", True), ("1000001.5", "1000000", False), ("0.1000001", "0.1", True),
+     ("0.100002", "0.1", False), ("0.000001", "0", True), ("0.0000011", "0", False), ("1/3", "0.333333", True),
+     ("1" + "0" * 63, "1" + "0" * 63, True), ("1" + "0" * 63, "1" + "0" * 62 + "1", True),
+     ("2" + "0" * 63, "1" + "0" * 63, False)],
+)  # fmt: skip
+def test_numbers_match_relative_tolerance_in_exact_fractions(predicted: str, gold: str, match: bool) -> None:
+    assert numbers_match(parse_number(predicted), parse_number(gold)) is match
+
+
+_MEGABYTE = 1_000_000
+_ADVERSARIAL = {
+    "spaces after $": "$" + " " * _MEGABYTE,
+    "spaces after answer is": "The answer is" + " " * _MEGABYTE,
+    "spaces after ####": "####" + " " * _MEGABYTE,
+    "spaces after boxed": "\\boxed{" + " " * _MEGABYTE,
+    "spaces after A:": "\nA:" + " " * _MEGABYTE,
+    "spaces only": " " * _MEGABYTE,
+    "digits after ####": "#### " + "9" * _MEGABYTE,
+    "digits": "7" * _MEGABYTE,
+    "decimal digits": "0." + "3" * _MEGABYTE,
+    "commas": "1" + "," * _MEGABYTE,
+    "digit comma runs": "1," * (_MEGABYTE // 2),
+    "markers without numbers": "answer is: $ " * (_MEGABYTE // 13),
+    "dollar runs": "-$" * (_MEGABYTE // 2),
+    "fraction chains": "3/ " * (_MEGABYTE // 3),
+    "hash runs": "#" * _MEGABYTE,
+    "boxed runs": "\\boxed{\\text{ " * (_MEGABYTE // 14),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(_ADVERSARIAL))
+def test_verify_adversarial_megabyte_completion_is_fast(shape: str) -> None:
+    # Unbounded \s* before a digit made these quadratic or worse (41 s for "answer is" + 2,000 spaces).
+    started = time.perf_counter()
+    verdict = _verify("#### 18", _ADVERSARIAL[shape])
+    elapsed = time.perf_counter() - started
+    assert not verdict.correct
+    assert elapsed < 2.0, f"{shape}: {elapsed:.2f} s"
+
+
+@pytest.mark.parametrize(
+    "shape", ["spaces after $", "spaces after answer is", "spaces after boxed", "commas"]
+)
+def test_extract_prediction_is_linear_even_without_the_window(monkeypatch, shape: str) -> None:
+    # The window is one defence; the bounded patterns are the other (a quadratic one takes minutes here).
+    monkeypatch.setattr(gsm8k, "MAX_EXAMINED_CHARS", 10**9)
+    completion = _ADVERSARIAL[shape][:200_000]
+    started = time.perf_counter()
+    extract_prediction(completion)
+    assert time.perf_counter() - started < 2.0
+
+
+def test_verify_reads_the_answer_after_megabytes_of_padding() -> None:
+    assert _verify("#### 18", "$" + " " * _MEGABYTE + "so #### 18").correct
+    assert _verify("#### 18", "answer is" + " " * _MEGABYTE + "\n#### 18").correct
+
+
+def test_verify_never_raises_on_random_number_like_text() -> None:
+    rng = random.Random(0)
+    alphabet = ["0", "1", "9", ",", ".", "/", "-", "$", " ", "\n", "#### ", "answer is ", "\\boxed{", "A: ",
+                "%", "e", "1e400", "0" * 70]  # fmt: skip
+    for _ in range(2000):
+        completion = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+        gold = "#### " + "".join(rng.choice(alphabet[:9]) for _ in range(rng.randint(0, 6)))
+        verdict = _verify(gold, completion)
+        assert verdict.detail in {"correct", "wrong_answer", "no_answer", "bad_gold"}, (gold, completion)

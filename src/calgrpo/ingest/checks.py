@@ -1,5 +1,6 @@
-"""Per-row facts the expectations test: does the answer parse, do the tests compile, does the
-canonical solution pass its own tests. Computed here, judged by Great Expectations (validate.py).
+"""Per-row facts the expectations test: does the answer parse (and, for GSM8K, is its number one
+the verifier accepts), do the tests compile, does the canonical solution pass its own tests.
+Computed here, judged by Great Expectations (validate.py).
 """
 
 from __future__ import annotations
@@ -7,11 +8,19 @@ from __future__ import annotations
 import ast
 from typing import Any
 
-from calgrpo.tasks.gsm8k import extract_gold
+from calgrpo.tasks.gsm8k import MAX_NUMBER_CHARS, extract_gold, gold_text, looks_like_number
+
+GOLD_UNBOUNDED = f"gold answer is not a finite number of at most {MAX_NUMBER_CHARS} characters"
 
 
-def gsm8k_answer_ok(answer: str | None) -> bool:
-    return bool(answer) and "####" in answer and extract_gold(answer) is not None
+def gsm8k_checks(answer: str | None) -> dict[str, str]:
+    """``answer_ok`` ("#### <number>" present) and ``gold_bounded`` (that number is one the verifier
+    accepts) as "ok" or a reason; two facts so the report names which one failed."""
+    if not answer or "####" not in answer or not looks_like_number(gold_text(answer)):
+        return {"answer_ok": "no '#### <number>' in the answer", "gold_bounded": "n/a"}
+    # The verifier answers bad_gold on every attempt at an unbounded gold: a problem nobody can solve.
+    bounded = extract_gold(answer) is not None
+    return {"answer_ok": "ok", "gold_bounded": "ok" if bounded else GOLD_UNBOUNDED}
 
 
 def math_answer_parses(answer: str) -> bool:
@@ -54,9 +63,10 @@ def add_row_checks(rows: list[dict[str, Any]], check_canonical: bool, workers: i
     from calgrpo.workers import TimeoutPool
 
     for row in rows:
-        row.update({"answer_ok": "n/a", "tests_compile": "n/a", "tests_shape": "n/a", "canonical": "n/a"})
+        row.update({"answer_ok": "n/a", "gold_bounded": "n/a", "tests_compile": "n/a", "tests_shape": "n/a",
+                    "canonical": "n/a"})  # fmt: skip
         if row["task"] == "gsm8k":
-            row["answer_ok"] = "ok" if gsm8k_answer_ok(row["answer"]) else "no '#### <number>' in the answer"
+            row.update(gsm8k_checks(row["answer"]))
         elif row["task"] == "code":
             row.update(code_checks(row))
     math_rows = [row for row in rows if row["task"] == "math"]

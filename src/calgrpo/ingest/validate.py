@@ -1,8 +1,9 @@
 """Validation of normalised problems with Great Expectations (an ephemeral context, suites in code).
 
 Every problem faces the common suite (required columns non-null, unique ids, known task, prompt
-length bounds); each task type adds its own (GSM8K answers carry ``#### <number>``, math answers
-parse, code tests compile and have the right shape, canonical solutions pass their own tests).
+length bounds, a visible character in the prompt); each task type adds its own (GSM8K answers carry
+``#### <number>`` and that number is finite and at most 64 characters long, math answers parse, code
+tests compile and have the right shape, canonical solutions pass their own tests).
 The report names each failing expectation with up to five offending rows.
 """
 
@@ -13,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 REQUIRED = ("id", "task", "prompt", "answer", "tests", "meta")
+VISIBLE_CHARACTER = r"[^\s\u00ad\u180e\u200b-\u200f\u2060-\u2064\ufeff]"
+"""Matches any character but whitespace, soft hyphens, zero-width spaces, joiners, marks and BOMs."""
 
 
 @dataclass
@@ -53,9 +56,15 @@ def _suites(max_prompt_chars: int, tasks: list[str]):
         e.ExpectColumnValuesToBeUnique(column="id"),
         e.ExpectColumnValuesToBeInSet(column="task", value_set=tasks),
         e.ExpectColumnValueLengthsToBeBetween(column="prompt", min_value=1, max_value=max_prompt_chars),
+        # A prompt of only whitespace (or invisible characters) passes the length bound but asks nothing.
+        e.ExpectColumnValuesToMatchRegex(column="prompt", regex=VISIBLE_CHARACTER),
     ]
     per_task = {
-        "gsm8k": [e.ExpectColumnValuesToBeInSet(column="answer_ok", value_set=["ok"])],
+        "gsm8k": [
+            e.ExpectColumnValuesToBeInSet(column="answer_ok", value_set=["ok"]),
+            # "n/a" only where answer_ok already failed (no number to bound).
+            e.ExpectColumnValuesToBeInSet(column="gold_bounded", value_set=["ok", "n/a"]),
+        ],
         "math": [e.ExpectColumnValuesToBeInSet(column="answer_ok", value_set=["ok"])],
         "code": [
             e.ExpectColumnValuesToBeInSet(column="tests_compile", value_set=["ok"]),
