@@ -43,7 +43,7 @@ def test_two_verify_stages_do_not_kill_each_others_programs() -> None:
     slow = _start(sleep=1.5, count=2)  # each program sleeps through both calls: 3 s
     fast = _start(sleep=0.0, count=12)  # a dozen cleanups while the slow ones run
     outputs = [process.communicate(timeout=120) for process in (slow, fast)]
-    for process, (out, err) in zip((slow, fast), outputs, strict=True):
+    for process, (_, err) in zip((slow, fast), outputs, strict=True):
         assert process.returncode == 0, err[-2000:]
     slow_rows, fast_rows = (json.loads(out.strip().splitlines()[-1]) for out, _ in outputs)
     assert [row[0] for row in slow_rows] == [1.0, 1.0], slow_rows

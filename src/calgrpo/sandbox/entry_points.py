@@ -45,6 +45,7 @@ def required_names(tests: str, trusted: dict) -> list[str]:
     SyntaxError for test code that does not parse (ingest refuses such problems).
     """
     tree = ast.parse(tests)
-    used = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)}
+    names = [node for node in ast.walk(tree) if isinstance(node, ast.Name)]
+    used = {node.id for node in names if isinstance(node.ctx, ast.Load)}
     provided = _bound_names(tree) | set(trusted) | set(dir(builtins))
     return sorted(used - provided)

@@ -180,17 +180,17 @@ def run_tests(
         try:
             workdir = _host_workdir(level, uid)
             inside = SANDBOX_DIR if level == "bwrap" else runner_dir()
-            argv = [sandbox_python(), "-E", "-s", "-B", f"{inside}/runner.py", str(request_r), str(response_w)]
+            runner = f"{inside}/runner.py"
+            argv = [sandbox_python(), "-E", "-s", "-B", runner, str(request_r), str(response_w)]
             seccomp_fd = open_seccomp_fd(level)
             fds = [request_r, response_w] + ([seccomp_fd] if seccomp_fd is not None else [])
             scratch = Path(runner_dir()) / "scratch"
+            bounded = scratch if level == "bwrap" and jail_features().bounded_scratch else None
             process = subprocess.Popen(
                 build_command(level, argv, scratch, seccomp_fd=seccomp_fd, config=config),
                 cwd=workdir or "/", env={**SAFE_ENV, "HOME": workdir or SANDBOX_DIR},
                 stdin=subprocess.DEVNULL, stdout=out, stderr=err, pass_fds=fds,
-                preexec_fn=make_preexec(
-                    level, config, uid, scratch if level == "bwrap" and jail_features().bounded_scratch else None
-                ),
+                preexec_fn=make_preexec(level, config, uid, bounded),
             )  # fmt: skip
             if on_start is not None:
                 on_start(process.pid)

@@ -70,7 +70,8 @@ def sandbox_python() -> str:
 
 def _system_binds(python: str) -> list[str]:
     args = []
-    for path in ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc/alternatives", "/etc/ld.so.cache"):
+    system = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc/alternatives", "/etc/ld.so.cache")
+    for path in system:
         if os.path.exists(path):
             args += ["--ro-bind", path, path]
     prefix = str(Path(python).resolve().parents[1])

@@ -31,7 +31,14 @@ from pathlib import Path
 
 from calgrpo.sandbox.config import IsolationLevel, SandboxConfig
 from calgrpo.sandbox.harness import CodeResult, run_tests
-from calgrpo.sandbox.isolation import SAFE_ENV, JailFeatures, adopt, choose_isolation, jail_features, runner_dir
+from calgrpo.sandbox.isolation import (
+    SAFE_ENV,
+    JailFeatures,
+    adopt,
+    choose_isolation,
+    jail_features,
+    runner_dir,
+)
 from calgrpo.sandbox.uids import UidLeaser
 
 log = logging.getLogger(__name__)
@@ -66,6 +73,19 @@ def judge_environment() -> dict[str, str]:
     if "TMPDIR" in os.environ:
         env["TMPDIR"] = os.environ["TMPDIR"]
     return env
+
+
+def failure(level: IsolationLevel, elapsed: float, crashed: bool, message: str | None = None) -> CodeResult:
+    """The verdict when no judge answered: its process died (crashed) or overran (timeout)."""
+    if crashed:
+        return CodeResult(
+            passed=False, detail="crashed", message=message or "the verification's judge process died",
+            isolation=level, duration_s=elapsed, timed_out=False, crashed=True,
+        )  # fmt: skip
+    return CodeResult(
+        passed=False, detail="timeout", message="time limit exceeded", isolation=level,
+        duration_s=elapsed, timed_out=True, crashed=False,
+    )  # fmt: skip
 
 
 class _Judge:
@@ -145,21 +165,24 @@ class JudgePool:
         self.judges: list[_Judge] = []
 
     def run(self, program: str, tests: str, setup: str = "", entry_point: str | None = None) -> CodeResult:
-        job = {"program": program, "tests": tests, "setup": setup, "entry_point": entry_point,
-               "config": asdict(self.config), "level": self.level, "runner_dir": runner_dir(),
-               "features": asdict(jail_features())}  # fmt: skip
+        job = {
+            "program": program, "tests": tests, "setup": setup, "entry_point": entry_point,
+            "config": asdict(self.config), "level": self.level, "runner_dir": runner_dir(),
+            "features": asdict(jail_features()),
+        }  # fmt: skip
         with self.slots:
             judge = self._take()
             lease = self.leaser.lease() if self.leaser is not None else None
             started = time.monotonic()
             try:
                 job["uid"] = lease.uid if lease is not None else None
-                reply, program_pid = judge.ask(job, started + self.config.timeout_s + self.config.host_grace_s)
+                deadline = started + self.config.timeout_s + self.config.host_grace_s
+                reply, program_pid = judge.ask(job, deadline)
                 if reply is None:
                     died = judge.died
                     self._replace(judge, program_pid)
                     judge = None
-                    return self._failed(time.monotonic() - started, died)
+                    return failure(self.level, time.monotonic() - started, crashed=died)
                 return CodeResult(**reply)
             finally:
                 if lease is not None:
@@ -186,17 +209,6 @@ class JudgePool:
         with self.lock:
             self.judges.remove(judge)
 
-    def _failed(self, elapsed: float, died: bool) -> CodeResult:
-        if died:
-            return CodeResult(
-                passed=False, detail="crashed", message="the verification's judge process died",
-                isolation=self.level, duration_s=elapsed, timed_out=False, crashed=True,
-            )  # fmt: skip
-        return CodeResult(
-            passed=False, detail="timeout", message="time limit exceeded", isolation=self.level,
-            duration_s=elapsed, timed_out=True, crashed=False,
-        )  # fmt: skip
-
     def close(self) -> None:
         with self.lock:
             judges, self.judges = self.judges, []
@@ -219,13 +231,13 @@ def serve() -> None:
             replies.flush()
 
         try:
-            result = asdict(run_tests(
+            result = run_tests(
                 job["program"], job["tests"], setup=job["setup"], entry_point=job["entry_point"],
                 config=SandboxConfig(**job["config"]), level=job["level"], uid=job["uid"], on_start=started,
-            ))  # fmt: skip
+            )  # fmt: skip
         except Exception as exc:  # the process boundary: report, keep serving
-            result = {"passed": False, "detail": "crashed", "message": f"sandbox failure: {type(exc).__name__}",
-                      "isolation": job["level"], "duration_s": 0.0, "timed_out": False, "crashed": True}  # fmt: skip
+            message = f"sandbox failure: {type(exc).__name__}"
+            result = failure(job["level"], 0.0, crashed=True, message=message)
             print(f"calgrpo judge: {exc!r}", file=sys.stderr)
-        replies.write(json.dumps({"result": result}) + "\n")
+        replies.write(json.dumps({"result": asdict(result)}) + "\n")
         replies.flush()

@@ -3,8 +3,9 @@
 The prediction's final answer is taken from, in order: the last ``#### x``; the last ``\\boxed{x}``;
 the last "answer is x" / "answer: x" / "A: x"; otherwise the last number in the text. Numbers may
 carry commas, a currency sign, a percent sign, units or a trailing period; fractions ``a/b`` are
-evaluated. Numbers are exact ``Fraction``s and the comparison is exact too:
-``|predicted - gold| <= 1e-6 * max(1, |gold|)``.
+evaluated. Numbers are exact ``Fraction``s and must be equal (``2.50`` equals ``5/2``). No
+tolerance: every GSM8K gold is an integer, and a relative tolerance would accept gold + 1 as
+correct once the gold passes 10^6, a reward the policy would learn to collect.
 
 The policy is optimised against this verifier, so it must never raise and never take long:
 
@@ -26,8 +27,6 @@ MAX_NUMBER_CHARS = 64
 """Longest number accepted (the longest GSM8K gold, ``109,200,000``, has 11 characters)."""
 MAX_EXAMINED_CHARS = 32_768
 """Completion characters searched for the answer, from the end (512 tokens are far fewer)."""
-TOLERANCE = Fraction(1, 10**6)
-"""Relative tolerance of the comparison."""
 
 _GAP = r"\s{0,8}"
 # One more character than allowed in each run, so a longer run shows up as too long instead of being
@@ -110,8 +109,8 @@ def extract_prediction(completion: str) -> Fraction | None:
 
 
 def numbers_match(predicted: Fraction, gold: Fraction) -> bool:
-    """Exact: ``|predicted - gold| <= 1e-6 * max(1, |gold|)`` in Fractions (no overflow, no rounding)."""
-    return abs(predicted - gold) <= TOLERANCE * max(1, abs(gold))
+    """Exact equality of the two fractions (no rounding, no overflow, no tolerance)."""
+    return predicted == gold
 
 
 @register_task
