@@ -284,3 +284,26 @@ def test_whitespace_only_prompt_is_refused_and_quarantined(tmp_path) -> None:
     assert {r for reasons in quarantine["reasons"] for r in json.loads(reasons)} == {
         "expect_column_values_to_match_regex(prompt)"
     }
+
+
+def test_dataset_test_code_runs_in_the_sandbox_not_on_the_host(tmp_path) -> None:
+    # The dataset is hostile until checked: its own test code must not touch the host at ingest.
+    marker = tmp_path / "dataset-code-ran-here"
+    hostile_test = (
+        f"try:\n    open({str(marker)!r}, 'w').write('x')\nexcept OSError:\n    pass\n"
+        "def check(candidate):\n    assert candidate(2) == 4\n"
+    )
+    row = {"task_id": "t/1", "prompt": "def f(x):\n", "canonical_solution": "    return x * 2\n",
+           "test": hostile_test, "entry_point": "f"}  # fmt: skip
+    card = ingest(IngestConfig(format="humaneval", input=_jsonl(tmp_path / "in.jsonl", [row]),
+                               output=str(tmp_path / "out")))  # fmt: skip
+    assert card["published"] == 1  # the write failed inside the jail; the tests themselves still passed
+    assert not marker.exists()
+
+
+def test_mbpp_tests_that_call_no_solution_function_are_refused(tmp_path) -> None:
+    rows = [{"task_id": 1, "text": "Write add(a, b).", "code": "def add(a, b):\n    return a + b\n",
+             "test_list": ["assert 1 + 2 == 3", "assert len('ab') == 2"]}]  # fmt: skip
+    _refused(
+        tmp_path, "mbpp", _jsonl(tmp_path / "in.jsonl", rows), r"tests_shape.*\n.*call no function of the solution"
+    )

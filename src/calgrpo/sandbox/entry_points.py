@@ -14,7 +14,7 @@ import ast
 import builtins
 
 
-def _bound_names(tree: ast.AST) -> set[str]:
+def bound_names(tree: ast.AST) -> set[str]:
     """Names the test code binds itself (assignments, defs, imports, loop and comprehension targets)."""
     bound: set[str] = set()
     for node in ast.walk(tree):
@@ -47,5 +47,5 @@ def required_names(tests: str, trusted: dict) -> list[str]:
     tree = ast.parse(tests)
     names = [node for node in ast.walk(tree) if isinstance(node, ast.Name)]
     used = {node.id for node in names if isinstance(node.ctx, ast.Load)}
-    provided = _bound_names(tree) | set(trusted) | set(dir(builtins))
+    provided = bound_names(tree) | set(trusted) | set(dir(builtins))
     return sorted(used - provided)
