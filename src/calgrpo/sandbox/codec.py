@@ -3,14 +3,15 @@
 Only plain data crosses: None, bool, int, float (inf/nan included), complex, str, bytes, and lists,
 tuples, dicts, sets and frozensets of those. Decoding builds fresh builtin objects, so nothing the
 untrusted program defines (a class whose ``__eq__`` always says True, say) ever reaches the tests.
-This file is copied into the sandbox next to the runner; it must not import calgrpo.
+This file is copied into the sandbox next to the runner; it must not import calgrpo. It frames
+messages with the C parts of the json package only (``_json``): importing ``json`` itself pulls
+in ``re``, and ``typing`` costs as much: together they doubled the jailed interpreter's start-up.
 """
 
 from __future__ import annotations
 
-import json
+import _json
 import math
-from typing import Any
 
 MAX_DEPTH = 64
 
@@ -19,7 +20,7 @@ class CodecError(ValueError):
     """A value of a type that cannot cross the boundary."""
 
 
-def encode(value: Any, depth: int = 0) -> Any:
+def encode(value: object, depth: int = 0) -> object:
     """A JSON-serialisable tagged form of ``value``."""
     if depth > MAX_DEPTH:
         raise CodecError("value nested too deeply")
@@ -62,7 +63,7 @@ class _Budget:
             raise CodecError(f"value has more than {MAX_ITEMS} items")
 
 
-def decode(data: Any, depth: int = 0, budget: _Budget | None = None) -> Any:
+def decode(data: object, depth: int = 0, budget: _Budget | None = None) -> object:
     """Rebuild a value from :func:`encode`'s form; rejects anything else.
 
     Bounded work whatever ``data`` is: nesting, item count, integer length and hash collisions
@@ -100,7 +101,7 @@ def decode(data: Any, depth: int = 0, budget: _Budget | None = None) -> Any:
     raise CodecError(f"unknown tag {tag!r}")
 
 
-def _short(text: Any) -> str:
+def _short(text: object) -> str:
     if not isinstance(text, str) or len(text) > 64:
         raise CodecError("malformed float")
     return text
@@ -130,14 +131,67 @@ def _refuse_hash_floods(items: list) -> None:
 
 
 def dumps(message: dict) -> bytes:
-    return (json.dumps(message, separators=(",", ":")) + "\n").encode()
+    """One JSON line: ``message`` holds only dicts with str keys, lists, str, bool and None."""
+    parts: list[str] = []
+    _write(message, parts, 0)
+    parts.append("\n")
+    return "".join(parts).encode()
+
+
+def _write(value: object, parts: list[str], depth: int) -> None:
+    if depth > 2 * MAX_DEPTH + 8:
+        raise CodecError("message nested too deeply")
+    if value is None:
+        parts.append("null")
+    elif value is True or value is False:
+        parts.append("true" if value else "false")
+    elif type(value) is str:
+        parts.append(_json.encode_basestring_ascii(value))
+    elif type(value) in (list, tuple):
+        parts.append("[")
+        for index, item in enumerate(value):
+            if index:
+                parts.append(",")
+            _write(item, parts, depth + 1)
+        parts.append("]")
+    elif type(value) is dict:
+        parts.append("{")
+        for index, (key, item) in enumerate(value.items()):
+            if type(key) is not str:
+                raise CodecError("message keys must be strings")
+            parts.append(("," if index else "") + _json.encode_basestring_ascii(key) + ":")
+            _write(item, parts, depth + 1)
+        parts.append("}")
+    else:
+        raise CodecError(f"a message cannot hold a {type(value).__name__}")
+
+
+class _ScanContext:
+    """What ``_json.make_scanner`` reads off a decoder: plain JSON, no hooks, no NaN literals."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+
+    @staticmethod
+    def parse_constant(name: str) -> object:
+        raise CodecError(f"{name} is not allowed in a message")
+
+
+_scan = _json.make_scanner(_ScanContext())
 
 
 def loads(line: bytes) -> dict:
+    """Parse one message line (the same C scanner json.loads uses); anything else is refused."""
     try:
-        message = json.loads(line)
-    except RecursionError:  # a deeply nested JSON text
-        raise CodecError("message nested too deeply") from None
-    if not isinstance(message, dict):
+        text = line.decode("utf-8").strip()
+        message, end = _scan(text, 0)
+    except StopIteration:
+        raise CodecError("malformed message") from None
+    except (UnicodeDecodeError, RecursionError, ValueError) as exc:
+        raise CodecError(f"malformed message: {type(exc).__name__}") from None
+    if end != len(text) or not isinstance(message, dict):
         raise CodecError("malformed message")
     return message

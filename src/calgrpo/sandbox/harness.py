@@ -35,8 +35,8 @@ from calgrpo.sandbox.isolation import (
     jail_features,
     make_preexec,
     open_seccomp_fd,
+    runner_argv,
     runner_dir,
-    sandbox_python,
 )
 
 MAX_MESSAGE = 8 << 20
@@ -179,9 +179,7 @@ def run_tests(
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         try:
             workdir = _host_workdir(level, uid)
-            inside = SANDBOX_DIR if level == "bwrap" else runner_dir()
-            runner = f"{inside}/runner.py"
-            argv = [sandbox_python(), "-E", "-s", "-B", runner, str(request_r), str(response_w)]
+            argv = runner_argv(level, request_r, response_w)
             seccomp_fd = open_seccomp_fd(level)
             fds = [request_r, response_w] + ([seccomp_fd] if seccomp_fd is not None else [])
             scratch = Path(runner_dir()) / "scratch"

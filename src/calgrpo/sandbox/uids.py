@@ -58,6 +58,7 @@ class UidLease:
         self.uid, self._fd = uid, fd
 
     def release(self) -> None:
+        """Kill every process still running under the uid, then free it."""
         if self._fd >= 0:
             kill_processes_of(self.uid)
             os.ftruncate(self._fd, 0)  # marks the uid clean: the next holder need not look for leftovers
@@ -109,25 +110,36 @@ def processes_of(uids: int | range) -> list[int]:
         if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/status") as handle:
-                status = dict(line.split(":", 1) for line in handle if ":" in line)
+            owner = os.stat(f"/proc/{entry}").st_uid
+            if owner not in wanted and owner != 0:
+                continue  # a dumpable process of another uid (non-dumpable ones show up as root)
+            with open(f"/proc/{entry}/status", "rb") as handle:
+                status = handle.read()
         except OSError:
             continue
-        zombie = status.get("State", "").strip().startswith("Z")
-        if int(status.get("Uid", "-1 ").split()[0]) in wanted and not zombie:
+        uid = _field(status, b"\nUid:")
+        if uid is not None and int(uid) in wanted and _field(status, b"\nState:") != b"Z":
             found.append(int(entry))
     return found
 
 
-def kill_processes_of(uid: int) -> None:
-    """SIGKILL every process of ``uid`` (those that left the program's group: setsid, double fork)."""
-    for _ in range(50):
-        pids = processes_of(uid)
-        if not pids:
-            return
+def _field(status: bytes, name: bytes) -> bytes | None:
+    """The first word after ``name`` in a /proc status file."""
+    start = status.find(name)
+    if start < 0:
+        return None
+    words = status[start + len(name) : status.find(b"\n", start + 1)].split()
+    return words[0] if words else None
+
+
+def kill_processes_of(uid: int, patience_s: float = 2.0) -> None:
+    """SIGKILL every process of ``uid`` (those that left the program's group: setsid, double fork),
+    until none is left or ``patience_s`` has passed (a killed process can take a moment to go)."""
+    deadline = time.monotonic() + patience_s
+    while (pids := processes_of(uid)) and time.monotonic() < deadline:
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
-        time.sleep(0.01)
+        time.sleep(0.001)
