@@ -192,15 +192,14 @@ def run_tests(
             )  # fmt: skip
             if on_start is not None:
                 on_start(process.pid)
-            for fd in (request_r, response_w, seccomp_fd):
-                if fd is not None:
-                    os.close(fd)
+            for fd in (request_r, response_w):
+                os.close(fd)
             request_r = response_w = -1
             connection = _Connection(request_w, response_r, started + config.timeout_s)
             detail, message = _drive(connection, program, tests, setup, entry_point)
         finally:
-            for fd in (request_r, request_w, response_r, response_w):
-                if fd >= 0:
+            for fd in (request_r, request_w, response_r, response_w, seccomp_fd):
+                if fd is not None and fd >= 0:
                     os.close(fd)
             crashed_code = _terminate(process)
             if workdir is not None:

@@ -171,10 +171,10 @@ class JudgePool:
             "features": asdict(jail_features()),
         }  # fmt: skip
         with self.slots:
-            judge = self._take()
-            lease = self.leaser.lease() if self.leaser is not None else None
+            judge, lease = self._take(), None
             started = time.monotonic()
             try:
+                lease = self.leaser.lease() if self.leaser is not None else None
                 job["uid"] = lease.uid if lease is not None else None
                 deadline = started + self.config.timeout_s + self.config.host_grace_s
                 reply, program_pid = judge.ask(job, deadline)
