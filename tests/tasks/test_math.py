@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from calgrpo.tasks import Problem, get_task
@@ -88,3 +91,18 @@ def test_timeout_pool_kills_hung_workers_and_keeps_going() -> None:
         assert [o.value for o in pool.map(["d", "e"])] == ["d", "e"]  # the replacement worker serves
     finally:
         pool.close()
+
+
+def test_first_items_do_not_pay_for_worker_start_up_under_load() -> None:
+    # One core kept busy by another process: a fresh pool's first items used to time out because
+    # their clock included spawning the worker and importing math-verify and sympy.
+    busy = subprocess.Popen([sys.executable, "-c", "while True:\n    pass\n"])
+    task = get_task("math", workers=2, timeout_s=1.0)
+    try:
+        problems = [Problem(id=str(i), task="math", prompt="", answer=str(i)) for i in range(6)]
+        verdicts = task.verify_many(problems, [f"$\\boxed{{{i}}}$" for i in range(6)])
+    finally:
+        task.close()
+        busy.kill()
+        busy.wait()
+    assert [v.detail for v in verdicts] == ["correct"] * 6

@@ -76,6 +76,7 @@ def add_row_checks(rows: list[dict[str, Any]], check_canonical: bool, workers: i
     """Add the derived columns in place (each row gets every column; "n/a" where it does not apply)."""
     from calgrpo.tasks.base import Problem
     from calgrpo.tasks.code import CodeTask
+    from calgrpo.tasks.math import warm_up_math_verify
     from calgrpo.workers import TimeoutPool
 
     for row in rows:
@@ -87,7 +88,7 @@ def add_row_checks(rows: list[dict[str, Any]], check_canonical: bool, workers: i
             row.update(code_checks(row))
     math_rows = [row for row in rows if row["task"] == "math"]
     if math_rows:
-        pool = TimeoutPool(math_answer_parses, workers or 2, timeout_s=10.0)
+        pool = TimeoutPool(math_answer_parses, workers or 2, timeout_s=10.0, warmup=warm_up_math_verify)
         try:
             outcomes = pool.map([row["answer"] or "" for row in math_rows])
         finally:

@@ -26,6 +26,12 @@ def math_check(pair: tuple[str, str]) -> tuple[bool, str]:
     return bool(predicted) and bool(verify(gold_parsed, predicted)), shown
 
 
+def warm_up_math_verify() -> None:
+    """Import math-verify and run one check, so its lazy imports (sympy, the LaTeX parser) happen
+    at worker start-up rather than inside the first item's time limit."""
+    math_check(("1", "$1$"))
+
+
 @register_task
 class MathTask(Task):
     """Competition math with LaTeX answers, checked by symbolic equivalence."""
@@ -49,7 +55,7 @@ class MathTask(Task):
 
     def verify_many(self, problems: list[Problem], completions: list[str]) -> list[Verdict]:
         if self._pool is None:
-            self._pool = TimeoutPool(math_check, self.num_workers, self.timeout_s)
+            self._pool = TimeoutPool(math_check, self.num_workers, self.timeout_s, warmup=warm_up_math_verify)
         outcomes = self._pool.map([(p.answer, c) for p, c in zip(problems, completions, strict=True)])
         verdicts = []
         for outcome in outcomes:
