@@ -13,7 +13,7 @@ from calgrpo.ingest.pipeline import IngestConfig, ValidationFailed, ingest
 from calgrpo.manifest import is_complete
 from calgrpo.storage import fetch_folder, upload_file
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "gsm8k"
+GSM8K = Path(__file__).resolve().parents[1] / "data" / "gsm8k"  # shipped in the repository
 
 
 def _jsonl(path: Path, rows: list) -> str:
@@ -25,13 +25,12 @@ def _problem(task="gsm8k", prompt="What is 2+2?", answer="2+2=4\n#### 4", **extr
     return {"task": task, "prompt": prompt, "answer": answer, **extra}
 
 
-@pytest.mark.parametrize("split", ["train", "test"])
-def test_gsm8k_splits_from_local_disk(tmp_path, split) -> None:
-    expected = {"train": 7473, "test": 1319}[split]
+def test_gsm8k_split_from_local_disk(tmp_path, split="test") -> None:
+    expected = 1319
     card = ingest(
         IngestConfig(
             format="gsm8k",
-            input=str(SHARED / f"{split}.jsonl"),
+            input=str(GSM8K / f"{split}.jsonl"),
             output=str(tmp_path / "out"),
             eval_fraction=0.1,
         )
@@ -50,9 +49,8 @@ def test_gsm8k_splits_from_local_disk(tmp_path, split) -> None:
     )
 
 
-@pytest.mark.parametrize("split", ["train", "test"])
-def test_gsm8k_from_and_to_the_embedded_s3(s3_env, tmp_path, split) -> None:
-    upload_file(SHARED / f"{split}.jsonl", f"{s3_env}/raw/{split}.jsonl")
+def test_gsm8k_from_and_to_the_embedded_s3(s3_env, tmp_path, split="test") -> None:
+    upload_file(GSM8K / f"{split}.jsonl", f"{s3_env}/raw/{split}.jsonl")
     card = ingest(
         IngestConfig(format="gsm8k", input=f"{s3_env}/raw/{split}.jsonl", output=f"{s3_env}/datasets/gsm8k")
     )
@@ -60,10 +58,10 @@ def test_gsm8k_from_and_to_the_embedded_s3(s3_env, tmp_path, split) -> None:
     assert (
         len(pd.read_parquet(local / "problems.parquet"))
         == card["published"]
-        == {"train": 7473, "test": 1319}[split]
+        == 1319
     )
     again = ingest(
-        IngestConfig(format="gsm8k", input=str(SHARED / f"{split}.jsonl"), output=str(tmp_path / "local"))
+        IngestConfig(format="gsm8k", input=str(GSM8K / f"{split}.jsonl"), output=str(tmp_path / "local"))
     )
     assert again["content_hash"] == card["content_hash"]  # same data, same ids, same hash
 
@@ -139,7 +137,7 @@ def test_wrong_format_flag(tmp_path) -> None:
     _refused(
         tmp_path,
         "humaneval",
-        str(SHARED / "test.jsonl"),
+        str(GSM8K / "test.jsonl"),
         r"required by --format humaneval .* is the format right",
         InvalidInputError,
     )

@@ -20,11 +20,11 @@ from calgrpo.tasks.gsm8k import (
     parse_number,
 )
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "gsm8k" / "test.jsonl"
+DATA = Path(__file__).resolve().parents[1] / "data" / "gsm8k" / "test.jsonl"  # shipped in the repository
 
 
 def test_every_real_gold_answer_verifies_against_itself_and_not_a_perturbed_value() -> None:
-    assert DATA.is_file(), f"GSM8K fixture missing at {DATA} (shared/ must sit beside the repository)"
+    assert DATA.is_file(), f"GSM8K fixture missing at {DATA}"
     task = get_task("gsm8k")
     rows = [json.loads(line) for line in DATA.read_text().splitlines()]
     assert len(rows) > 1000
