@@ -10,9 +10,52 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from pathlib import Path
+import re
+from pathlib import Path, PurePosixPath
+
+from calgrpo.errors import CalgrpoError
 
 MANIFEST = "manifest.json"
+MAX_MANIFEST_ENTRIES = 100_000
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class ManifestError(CalgrpoError, ValueError):
+    """A manifest that is malformed or names a file outside its own folder."""
+
+
+def checked_entries(manifest: object, where: str = "manifest") -> dict[str, dict]:
+    """The manifest's ``files``, each name a plain relative path inside the folder; raises otherwise.
+
+    A manifest is read from storage that others can write: a name that is absolute, holds ``..``,
+    a backslash, a NUL or an empty part would make a reader write (or read) outside the folder, so
+    the whole manifest is refused before a single file is touched.
+    """
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or len(files) > MAX_MANIFEST_ENTRIES:
+        raise ManifestError(f"{where}: malformed (no 'files' mapping, or more than {MAX_MANIFEST_ENTRIES})")
+    for name, entry in files.items():
+        parts = PurePosixPath(name).parts if isinstance(name, str) else ()
+        if (
+            not parts
+            or name.startswith("/")
+            or any(part in ("", ".", "..") for part in name.split("/"))
+            or "\\" in name
+            or "\0" in name
+            or name == MANIFEST
+        ):
+            raise ManifestError(
+                f"{where}: refused file name {name!r} (absolute, '..', or not a plain relative path)"
+            )
+        if (
+            not isinstance(entry, dict)
+            or type(entry.get("size")) is not int
+            or entry["size"] < 0
+            or not isinstance(entry.get("sha256"), str)
+            or not _SHA256.fullmatch(entry["sha256"])
+        ):
+            raise ManifestError(f"{where}: malformed entry for {name!r}")
+    return files
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -50,8 +93,8 @@ def is_complete(folder: Path) -> bool:
     if not path.is_file():
         return False
     try:
-        files = json.loads(path.read_text())["files"]
-    except (ValueError, KeyError):
+        files = checked_entries(json.loads(path.read_text()), str(path))
+    except ValueError:
         return False
     for name, entry in files.items():
         target = folder / name

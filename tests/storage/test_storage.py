@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 import time
@@ -176,3 +177,25 @@ def test_s3_serve_command_prints_credentials_and_stops_cleanly(tmp_path, monkeyp
     assert env["AWS_SECRET_ACCESS_KEY"] not in process.stderr.read()  # logs never show the secret
     with pytest.raises(StorageError):  # the server is gone
         read_bytes("s3://calgrpo/hello.txt")
+
+
+@pytest.mark.parametrize(
+    "name", ["/tmp/calgrpo-escaped.txt", "../escaped.txt", "sub/../../escaped.txt", "a//b", "./a", "a\\..\\b", ""]
+)
+def test_fetch_refuses_manifest_names_outside_the_destination(s3_env, tmp_path, name: str) -> None:
+    # A hostile writer of the bucket edits the manifest: nothing may be written outside the fetch.
+    from calgrpo.manifest import ManifestError
+
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "a.txt").write_text("fine")
+    publish_folder(source, f"{s3_env}/evil")
+    payload = b"pwned"
+    write_bytes(f"{s3_env}/evil/x", payload)
+    entry = {"size": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
+    write_bytes(f"{s3_env}/evil/{MANIFEST}", json.dumps({"version": 1, "files": {name: entry}}).encode())
+    with pytest.raises(ManifestError, match="refused file name"):
+        fetch_folder(f"{s3_env}/evil", tmp_path / "deep" / "dst")
+    assert not (tmp_path / "deep" / "escaped.txt").exists() and not (tmp_path / "escaped.txt").exists()
+    assert not os.path.exists("/tmp/calgrpo-escaped.txt")
+    assert not (tmp_path / "deep" / "dst").exists()

@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 
 from calgrpo.errors import CalgrpoError
-from calgrpo.manifest import MANIFEST, build_manifest, sha256_file
+from calgrpo.manifest import MANIFEST, build_manifest, checked_entries, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -201,13 +201,19 @@ def fetch_folder(uri: str, local: str | Path) -> Path:
     manifest_uri = join(uri, MANIFEST)
     if not exists(manifest_uri, client):
         raise IncompleteOutputError(f"{uri} has no {MANIFEST}: it is unfinished or not a calgrpo output")
-    manifest = json.loads(read_bytes(manifest_uri, client))
+    try:
+        manifest = json.loads(read_bytes(manifest_uri, client))
+    except ValueError:
+        raise IntegrityError(f"{manifest_uri} is not valid JSON") from None
+    files = checked_entries(manifest, manifest_uri)  # before anything is downloaded
     local = Path(local)
     local.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".fetch-", dir=local.parent))  # same filesystem: atomic rename
     try:
-        for name, entry in manifest["files"].items():
+        for name, entry in files.items():
             target = staging / name
+            if not target.resolve().is_relative_to(staging.resolve()):  # belt and braces: symlinks
+                raise IntegrityError(f"{manifest_uri}: {name!r} resolves outside the destination")
             download_file(join(uri, name), target, client)
             if target.stat().st_size != entry["size"] or sha256_file(target) != entry["sha256"]:
                 raise IntegrityError(f"{join(uri, name)} does not match its manifest (size or sha256)")
