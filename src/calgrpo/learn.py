@@ -59,7 +59,11 @@ class LearnConfig:
     checkpoint_every: int = 0
     """Write a checkpoint every this many rounds (0: only at the end)."""
     resume: bool = False
-    """Continue from the newest complete checkpoint in OUTPUT/checkpoints."""
+    """Continue from the newest complete checkpoint in OUTPUT/checkpoints. Refused when the run's
+    configuration changed (apart from the fields in RESUMABLE_CHANGES) or no checkpoint verifies."""
+    overwrite: bool = False
+    """Start over in an OUTPUT that holds an earlier run (its metrics and checkpoints are removed);
+    without it, such an OUTPUT is refused so that two runs never mix."""
     reuse_cache: bool = True
     """Keep the KV cache across attempts (False re-encodes the history every attempt)."""
     seed: int = 0

@@ -6,12 +6,13 @@ import copy
 import dataclasses
 import json
 import logging
+import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from calgrpo.errors import ConfigError
+from calgrpo.errors import ConfigError, InvalidInputError
 from calgrpo.learn import LearnConfig
 from calgrpo.metrics import verification_at_k
 from calgrpo.models.loading import Policy, load_policy
@@ -39,6 +40,7 @@ class LearnLoop:
         self.output.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.output / "metrics.jsonl"
         self.checkpoints = self.output / "checkpoints"
+        self.resume_from = check_run_folder(config, self.metrics_path, self.checkpoints)
         self.task = get_task(config.task, num_values=config.num_values, hint_prob=config.hint_prob)
         self.eval_set = self.task.generate(
             config.eval_problems, derive_seed(config.seed, "eval"), id_prefix="eval"
@@ -160,7 +162,7 @@ class LearnLoop:
 
     def _resume_or_start(self) -> tuple[int, dict[str, float]]:
         if self.config.resume:
-            folder = latest_checkpoint(self.checkpoints)
+            folder = self.resume_from
             if folder is not None:
                 trainer_state, state = load_checkpoint(folder, self.policy.model)
                 self.trainer.load_state_dict(trainer_state)
@@ -184,6 +186,66 @@ class LearnLoop:
         )
 
 
+RESUMABLE_CHANGES = frozenset(
+    {"output", "resume", "overwrite", "show_progress", "json", "threads", "publish"}
+)
+"""Fields a resumed run may change: they do not touch what is computed (a run folder may move)."""
+
+
+def check_run_folder(config: LearnConfig, metrics: Path, checkpoints: Path) -> Path | None:
+    """The checkpoint to resume from (None: start fresh); refuses runs that would mix or lie.
+
+    Before any work: --resume needs a verifying checkpoint of the *same* configuration; a fresh
+    start needs an empty OUTPUT, or --overwrite (which clears the earlier run's files).
+    """
+    earlier = metrics.exists() or any(checkpoints.glob("round_*"))
+    if config.resume:
+        folder = latest_checkpoint(checkpoints)
+        if folder is None and earlier:
+            raise ConfigError(
+                f"learn --resume: no checkpoint under {checkpoints} verifies, so the run cannot continue; "
+                "nothing was changed (pass --overwrite without --resume to start over)"
+            )
+        if folder is not None:
+            saved = json.loads((folder / "state.json").read_text()).get("config", {})
+            changes = config_changes(saved, config_to_json(config))
+            if changes:
+                raise ConfigError(
+                    f"learn --resume: the run in {config.output} was started with another configuration "
+                    f"({'; '.join(changes)}); resume with the same values, or start a new OUTPUT"
+                )
+        return folder
+    if earlier and not config.overwrite:
+        raise ConfigError(
+            f"learn: {config.output} holds an earlier run (metrics.jsonl or checkpoints); pass --resume to "
+            "continue it or --overwrite to start over"
+        )
+    if earlier:
+        metrics.unlink(missing_ok=True)
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    return None
+
+
+def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``field: saved -> current`` for every field (dotted, nested) that differs, resumable ones aside."""
+    flat_saved, flat_current = _flatten(saved), _flatten(current)
+    return [
+        f"{key}: {flat_saved.get(key)!r} -> {flat_current.get(key)!r}"
+        for key in sorted(flat_saved.keys() | flat_current.keys())
+        if key.split(".")[0] not in RESUMABLE_CHANGES and flat_saved.get(key) != flat_current.get(key)
+    ]
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def config_to_json(config: LearnConfig) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(config), default=str))
 
@@ -197,7 +259,16 @@ def truncate_jsonl(path: Path, keep_round: int) -> None:
     """Drop logged rows of rounds after ``keep_round`` and the final evaluation: they are redone."""
     if not path.exists():
         return
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for index, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            if index < len(lines) - 1:
+                message = f"{path} line {index + 1} is not JSON; the run's log is damaged"
+                raise InvalidInputError(message) from None
+            log.warning("dropping the torn last line of %s (the run was killed while writing it)", path)
     kept = [
         json.dumps(row, sort_keys=True) for row in rows if row["round"] <= keep_round and not row.get("final")
     ]
