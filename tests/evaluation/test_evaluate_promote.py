@@ -89,6 +89,24 @@ def test_trained_model_is_promoted_and_untrained_is_not(models, tmp_path) -> Non
     assert current_version(registry, "policy")["version"] == decision["version"]  # pointer unchanged
     assert Path(registry, "models", "policy", "versions", rejected["version"], "decision.json").is_file()
 
+    # Lineage (issue 15, item 5): an evaluation against a baseline that is not what the registry
+    # serves now (trained is current; this one compared with untrained) cannot promote.
+    stale = promote(PromoteConfig(model=models["trained"], evaluation=str(out), registry=registry, margin=0.05))
+    assert not stale["promoted"] and "not the registry's current model" in stale["reason"]
+    # The evaluation of one model cannot promote another, whatever its numbers say.
+    with pytest.raises(CalgrpoError, match="evaluation is of another model"):
+        promote(PromoteConfig(model=models["untrained"], evaluation=str(out), registry=str(tmp_path / "r2")))
+    assert current_version(str(tmp_path / "r2"), "policy") is None
+
+
+def test_promotion_needs_a_complete_evaluation(models, tmp_path) -> None:
+    out = tmp_path / "half"
+    evaluate(EvaluateConfig(problems=models["problems"], model=models["trained"], output=str(out), k=3, samples=1,
+                            max_new_tokens=1, resamples=100))  # fmt: skip
+    (out / "manifest.json").unlink()  # a writer that died before the manifest
+    with pytest.raises(CalgrpoError, match="not a complete evaluation"):
+        promote(PromoteConfig(model=models["trained"], evaluation=str(out), registry=str(tmp_path / "r"), first=True))
+
 
 def test_promotion_without_baseline_needs_first(models, tmp_path) -> None:
     out = tmp_path / "alone"
@@ -120,9 +138,12 @@ def test_two_promotions_racing_leave_a_valid_pointer(models, tmp_path) -> None:
     out = tmp_path / "alone"
     evaluate(EvaluateConfig(problems=models["problems"], model=models["trained"], output=str(out), k=3, samples=1,
                             max_new_tokens=1, resamples=200))  # fmt: skip
+    other = tmp_path / "alone_untrained"
+    evaluate(EvaluateConfig(problems=models["problems"], model=models["untrained"], output=str(other), k=3,
+                            samples=1, max_new_tokens=1, resamples=200))  # fmt: skip
     registry = str(tmp_path / "registry")
     context = multiprocessing.get_context("spawn")
-    jobs = [(models["trained"], str(out), registry, 6), (models["untrained"], str(out), registry, 6)]
+    jobs = [(models["trained"], str(out), registry, 6), (models["untrained"], str(other), registry, 6)]
     with context.Pool(2) as pool:
         pool.map(_race, jobs)
     pointer = current_version(registry, "policy")  # parses: never torn

@@ -9,7 +9,6 @@ so two promotions racing leave it naming one complete version or the other, neve
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import shutil
 import tempfile
@@ -77,16 +76,51 @@ def decide(metrics: dict[str, Any], margin: float, first: bool, has_current: boo
     )
 
 
+def read_evaluation(uri: str, scratch: Path) -> dict[str, Any]:
+    """metrics.json of a *complete* evaluation: the folder is fetched through its manifest (every
+    file's sha256 checked), so a half-written or edited evaluation is refused."""
+    from calgrpo.storage.core import IncompleteOutputError, fetch_folder
+
+    try:
+        folder = fetch_folder(uri, scratch / "evaluation")
+    except IncompleteOutputError:
+        raise CalgrpoError(
+            f"{uri} is not a complete evaluation (no manifest): did `calgrpo evaluate` finish?"
+        ) from None
+    return json.loads((folder / "metrics.json").read_text())
+
+
+def check_lineage(metrics: dict[str, Any], candidate: str, current: dict[str, Any] | None) -> str | None:
+    """Raise if the evaluation is of another model; a reason to refuse if its baseline is not the
+    registry's current model (None: the lineage holds). Fingerprints are by content, not path."""
+    from calgrpo.storage.core import content_fingerprint
+
+    evaluated = metrics.get("candidate_fingerprint")
+    if evaluated != candidate:
+        raise CalgrpoError(
+            f"the evaluation is of another model (candidate fingerprint {str(evaluated)[:12]}, the model to "
+            f"promote is {candidate[:12]}): evaluate this model, then promote it"
+        )
+    if current is None or not metrics.get("difference"):
+        return None
+    serving = current.get("fingerprint") or content_fingerprint(current["model"])
+    baseline = metrics.get("baseline_fingerprint")
+    if baseline != serving:
+        return (
+            f"the evaluation's baseline (fingerprint {str(baseline)[:12]}) is not the registry's current "
+            f"model {current['version']} ({str(serving)[:12]}); evaluate against the current model"
+        )
+    return None
+
+
 def promote(config: PromoteConfig) -> dict[str, Any]:
     """Register the candidate as a new version; move the current pointer if the gate passes."""
     from calgrpo.manifest import build_manifest
-    from calgrpo.storage.core import fetch_folder, is_s3, join, publish_folder, read_bytes, write_bytes
+    from calgrpo.storage.core import fetch_folder, fingerprint_files, is_s3, join, publish_folder, write_bytes
 
-    metrics = json.loads(read_bytes(join(config.evaluation, "metrics.json")))
-    promoted, reason = decide(
-        metrics, config.margin, config.first, current_version(config.registry, config.name) is not None
-    )
+    current = current_version(config.registry, config.name)
     with tempfile.TemporaryDirectory(prefix="calgrpo-promote-") as folder:
+        metrics = read_evaluation(config.evaluation, Path(folder))
         staging = Path(folder) / "version"
         if is_s3(config.model):
             fetch_folder(config.model, staging / "model")
@@ -95,12 +129,16 @@ def promote(config: PromoteConfig) -> dict[str, Any]:
             if not Path(config.model, "config.json").is_file():
                 raise CalgrpoError(f"{config.model} is not a model folder (no config.json)")
             shutil.copytree(config.model, staging / "model", ignore=shutil.ignore_patterns("manifest.json"))
-        fingerprint = hashlib.sha256(json.dumps(build_manifest(staging / "model"), sort_keys=True).encode())
+        fingerprint = fingerprint_files(build_manifest(staging / "model")["files"])
+        refusal = check_lineage(metrics, fingerprint, current)
+        promoted, reason = decide(metrics, config.margin, config.first, current is not None)
+        if refusal is not None:
+            promoted, reason = False, refusal
         now = dt.datetime.now(dt.UTC)
-        version = f"{now:%Y%m%dT%H%M%S%fZ}-{fingerprint.hexdigest()[:8]}"
+        version = f"{now:%Y%m%dT%H%M%S%fZ}-{fingerprint[:8]}"
         decision = {"version": version, "promoted": promoted, "reason": reason, "margin": config.margin,
-                    "candidate": config.model, "evaluation": config.evaluation, "decided_at": now.isoformat(),
-                    "previous": current_version(config.registry, config.name)}  # fmt: skip
+                    "candidate": config.model, "fingerprint": fingerprint, "evaluation": config.evaluation,
+                    "decided_at": now.isoformat(), "previous": current}  # fmt: skip
         evidence = Path(folder) / "evidence"
         evidence.mkdir()
         (evidence / "decision.json").write_text(json.dumps(decision, indent=1, sort_keys=True))
@@ -110,7 +148,8 @@ def promote(config: PromoteConfig) -> dict[str, Any]:
         publish_folder(staging / "model", join(version_uri, "model"))
         publish_folder(evidence, version_uri)
     if promoted:
-        pointer = {"version": version, "model": join(version_uri, "model"), "promoted_at": now.isoformat()}
+        pointer = {"version": version, "model": join(version_uri, "model"), "fingerprint": fingerprint,
+                   "promoted_at": now.isoformat()}  # fmt: skip
         write_bytes(
             join(config.registry, "models", config.name, "current.json"), json.dumps(pointer).encode()
         )

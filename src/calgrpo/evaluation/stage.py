@@ -82,7 +82,7 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     from calgrpo.evaluation.summary import compare, per_problem_rows, summarize
     from calgrpo.io import read_problems
     from calgrpo.storage import is_s3, publish_folder
-    from calgrpo.storage.core import download_file
+    from calgrpo.storage.core import content_fingerprint, download_file
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="calgrpo-eval-") as folder:
@@ -95,6 +95,9 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
         candidate, rollout_s = _episodes(config, config.model, problems)
         metrics: dict[str, Any] = {
             "candidate_model": config.model, "baseline_model": config.baseline, "num_attempts": config.k,
+            # What was evaluated, by content: promotion checks it against what it promotes.
+            "candidate_fingerprint": content_fingerprint(config.model),
+            "baseline_fingerprint": content_fingerprint(config.baseline) if config.baseline else None,
             "seed": config.seed, "candidate": summarize(problems, candidate, config.k, seed=config.seed,
                                                         resamples=config.resamples),
         }  # fmt: skip

@@ -11,6 +11,7 @@ so a reader never sees half an output. Errors name the URI and the S3 error code
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -224,3 +225,31 @@ def fetch_folder(uri: str, local: str | Path) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return local
+
+
+def content_fingerprint(uri: str | Path) -> str | None:
+    """sha256 over a folder's file list (relative names, sizes, sha256s), manifest excluded.
+
+    The same content has the same fingerprint wherever it is stored (a local folder, its published
+    copy on S3, a registry version), so it identifies *what* was evaluated or promoted, not where.
+    None for anything that is not a folder (a hub id, a missing path).
+    """
+    uri = str(uri)
+    if is_s3(uri):
+        manifest_uri = join(uri, MANIFEST)
+        if not exists(manifest_uri):
+            return None
+        try:
+            files = checked_entries(json.loads(read_bytes(manifest_uri)), manifest_uri)
+        except ValueError:
+            raise IntegrityError(f"{manifest_uri} is not a valid manifest") from None
+    elif Path(uri).is_dir():
+        files = build_manifest(Path(uri))["files"]
+    else:
+        return None
+    return fingerprint_files(files)
+
+
+def fingerprint_files(files: dict) -> str:
+    """The fingerprint of a manifest's ``files`` mapping (see :func:`content_fingerprint`)."""
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
