@@ -375,6 +375,9 @@ def run_train_command(config: TrainCommand) -> int:
 
             publish_folder(config.output, config.publish)
         print(json.dumps(metrics))
+    # Every rank leaves together, after rank 0 published: a rank that tore down its process group
+    # and exited while rank 0 was still uploading has been seen to abort (SIGABRT) on CI.
+    barrier(context)
     if context.active:
         torch.distributed.destroy_process_group()
     return 0

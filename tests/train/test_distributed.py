@@ -123,6 +123,13 @@ def test_sharded_state_resumes_on_another_world_size(attempts, tiny_policy_folde
     assert difference < 5e-5, difference
 
 
+def _error_lines(stderr: str) -> str:
+    """What the ranks said about their failure (torchrun's own traceback is in the tail, not the cause)."""
+    words = ("error", "terminate", "what()", "abort", "exception", "signal")
+    lines = [line for line in stderr.splitlines() if any(word in line.lower() for word in words)]
+    return "\n".join(lines)[:6000] + "\n...\n" + stderr[-2000:]
+
+
 class LocalCluster:
     """Stands in for Kubernetes: "creating" the TrainJob runs its nodes' command here (one node of
     2 processes under torchrun, gloo), and its status reports how that ended."""
@@ -150,7 +157,7 @@ class LocalCluster:
             "type": "Complete" if ok else "Failed",
             "status": "True",
             "reason": "JobsCompleted" if ok else "JobFailed",
-            "message": self.result.stderr[-2000:],
+            "message": _error_lines(self.result.stderr),
         }
         return {"conditions": [condition]}
 
