@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 import struct
 from pathlib import Path
 
@@ -128,28 +127,68 @@ def test_promotion_without_baseline_needs_first(models, tmp_path) -> None:
         resolve_pointer(f"{registry}/models/other/current.json")
 
 
-def _race(args) -> None:
-    model, evaluation, registry, rounds = args
-    for _ in range(rounds):
-        promote(PromoteConfig(model=model, evaluation=evaluation, registry=registry, first=True))
-
-
-def test_two_promotions_racing_leave_a_valid_pointer(models, tmp_path) -> None:
-    out = tmp_path / "alone"
+@pytest.fixture(scope="module")
+def lone_evaluation(models, tmp_path_factory) -> str:
+    """An evaluation of the trained model without a baseline (promotable only with --first)."""
+    out = tmp_path_factory.mktemp("lone") / "evaluation"
     evaluate(EvaluateConfig(problems=models["problems"], model=models["trained"], output=str(out), k=3, samples=1,
                             max_new_tokens=1, resamples=200))  # fmt: skip
-    other = tmp_path / "alone_untrained"
-    evaluate(EvaluateConfig(problems=models["problems"], model=models["untrained"], output=str(other), k=3,
-                            samples=1, max_new_tokens=1, resamples=200))  # fmt: skip
-    registry = str(tmp_path / "registry")
-    context = multiprocessing.get_context("spawn")
-    jobs = [(models["trained"], str(out), registry, 6), (models["untrained"], str(other), registry, 6)]
-    with context.Pool(2) as pool:
-        pool.map(_race, jobs)
-    pointer = current_version(registry, "policy")  # parses: never torn
-    version = Path(registry, "models", "policy", "versions", pointer["version"])
-    assert is_complete(version) and is_complete(version / "model")
-    assert len(list(Path(registry, "models", "policy", "versions").iterdir())) == 12
-    assert [
-        p.name for p in Path(registry, "models", "policy").iterdir() if p.name.startswith(".current")
-    ] == []
+    return str(out)
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_racing_promotions_move_the_pointer_once_and_record_the_truth(
+    models, lone_evaluation, tmp_path, where, request, monkeypatch
+) -> None:
+    """Eight promotions race into an empty registry, each allowed to be the first: the pointer is a
+    compare-and-swap, so exactly one moves it; every candidate is a version of its own (none
+    replaced), and each decision says what happened to it."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from calgrpo.storage import core
+    from calgrpo.storage.core import fetch_folder, is_s3, join
+
+    registry = request.getfixturevalue("s3_env") + "/registry" if where == "s3" else str(tmp_path / "registry")
+    # Every promotion has read the (empty) pointer before any moves it: the tightest race there is.
+    all_read, publish = threading.Barrier(8), core.publish_folder
+
+    def publish_after_all_read(local, uri):
+        if uri.endswith("/model"):
+            all_read.wait(timeout=120)
+        return publish(local, uri)
+
+    monkeypatch.setattr(core, "publish_folder", publish_after_all_read)
+    config = PromoteConfig(model=models["trained"], evaluation=lone_evaluation, registry=registry, first=True)
+    with ThreadPoolExecutor(8) as pool:
+        decisions = list(pool.map(lambda _: promote(config), range(8)))
+    monkeypatch.setattr(core, "publish_folder", publish)
+    winners = [d for d in decisions if d["promoted"]]
+    assert len(winners) == 1, [d["reason"] for d in decisions]
+    assert all("another promotion moved the pointer" in d["reason"] for d in decisions if not d["promoted"])
+    pointer = current_version(registry, "policy")
+    assert pointer["version"] == winners[0]["version"] and pointer["previous"] is None
+    assert len({d["version"] for d in decisions}) == 8
+    for decision in decisions:  # each version is whole, with its own decision
+        version = join(registry, "models", "policy", "versions", decision["version"])
+        local = fetch_folder(version, tmp_path / "check" / decision["version"]) if is_s3(version) else Path(version)
+        assert is_complete(local) and json.loads((local / "decision.json").read_text()) == decision
+    # --first does not replace a current model.
+    later = promote(config)
+    assert not later["promoted"] and "no baseline" in later["reason"]
+
+
+def test_a_failed_pointer_write_is_recorded_as_not_promoted(models, lone_evaluation, tmp_path, monkeypatch) -> None:
+    from calgrpo.storage import core
+
+    def refuse(*args, **kwargs):
+        raise core.StorageError("write to current.json failed (AccessDenied)")
+
+    monkeypatch.setattr(core, "compare_and_swap", refuse)
+    registry = tmp_path / "registry"
+    with pytest.raises(core.StorageError, match="AccessDenied"):
+        promote(PromoteConfig(model=models["trained"], evaluation=lone_evaluation, registry=str(registry), first=True))
+    (version,) = (registry / "models" / "policy" / "versions").iterdir()
+    decision = json.loads((version / "decision.json").read_text())
+    assert decision["promoted"] is False and "pointer write failed" in decision["reason"]
+    assert current_version(str(registry), "policy") is None

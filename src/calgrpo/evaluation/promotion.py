@@ -2,14 +2,16 @@
 
 Layout under REGISTRY: ``models/<name>/versions/<version>/`` holds ``model/`` (a published folder
 of its own), the evaluation's ``metrics.json`` and ``decision.json`` (published with a manifest).
-``models/<name>/current.json`` names the promoted version and is written last, in one atomic write,
-so two promotions racing leave it naming one complete version or the other, never a torn file.
+``models/<name>/current.json`` names the promoted version; it is moved only by compare-and-swap
+against the pointer the promotion read when it started, so of two racing promotions one moves it
+and the other is recorded as not promoted, and the ``previous`` chain never forks.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import secrets
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -114,11 +116,18 @@ def check_lineage(metrics: dict[str, Any], candidate: str, current: dict[str, An
 
 
 def promote(config: PromoteConfig) -> dict[str, Any]:
-    """Register the candidate as a new version; move the current pointer if the gate passes."""
-    from calgrpo.manifest import build_manifest
-    from calgrpo.storage.core import fetch_folder, fingerprint_files, is_s3, join, publish_folder, write_bytes
+    """Register the candidate as a new version; move the current pointer if the gate passes.
 
-    current = current_version(config.registry, config.name)
+    Order: the version's model is published, the pointer is moved by compare-and-swap against the
+    pointer read at the start, and only then the decision is written, saying what happened to the
+    pointer (moved; not moved because another promotion moved it first; the write failed).
+    """
+    from calgrpo.manifest import build_manifest
+    from calgrpo.storage.core import fetch_folder, fingerprint_files, is_s3, join, publish_folder, read_tagged
+
+    pointer_uri = join(config.registry, "models", config.name, "current.json")
+    raw, pointer_tag = read_tagged(pointer_uri)
+    current = json.loads(raw) if raw is not None else None
     with tempfile.TemporaryDirectory(prefix="calgrpo-promote-") as folder:
         metrics = read_evaluation(config.evaluation, Path(folder))
         staging = Path(folder) / "version"
@@ -135,7 +144,17 @@ def promote(config: PromoteConfig) -> dict[str, Any]:
         if refusal is not None:
             promoted, reason = False, refusal
         now = dt.datetime.now(dt.UTC)
-        version = f"{now:%Y%m%dT%H%M%S%fZ}-{fingerprint[:8]}"
+        # Unique even for the same model promoted in the same microsecond by two processes.
+        version = f"{now:%Y%m%dT%H%M%S%fZ}-{fingerprint[:8]}-{secrets.token_hex(4)}"
+        version_uri = join(config.registry, "models", config.name, "versions", version)
+        # The model is a published folder of its own (loadable by URI); the evidence goes beside it.
+        publish_folder(staging / "model", join(version_uri, "model"))
+        failure = None
+        if promoted:
+            previous = current["version"] if current else None
+            pointer = {"version": version, "model": join(version_uri, "model"), "fingerprint": fingerprint,
+                       "promoted_at": now.isoformat(), "previous": previous}  # fmt: skip
+            promoted, reason, failure = _move_pointer(pointer_uri, pointer, pointer_tag, reason)
         decision = {"version": version, "promoted": promoted, "reason": reason, "margin": config.margin,
                     "candidate": config.model, "fingerprint": fingerprint, "evaluation": config.evaluation,
                     "decided_at": now.isoformat(), "previous": current}  # fmt: skip
@@ -143,14 +162,27 @@ def promote(config: PromoteConfig) -> dict[str, Any]:
         evidence.mkdir()
         (evidence / "decision.json").write_text(json.dumps(decision, indent=1, sort_keys=True))
         (evidence / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
-        version_uri = join(config.registry, "models", config.name, "versions", version)
-        # The model is a published folder of its own (loadable by URI); the evidence goes beside it.
-        publish_folder(staging / "model", join(version_uri, "model"))
         publish_folder(evidence, version_uri)
-    if promoted:
-        pointer = {"version": version, "model": join(version_uri, "model"), "fingerprint": fingerprint,
-                   "promoted_at": now.isoformat()}  # fmt: skip
-        write_bytes(
-            join(config.registry, "models", config.name, "current.json"), json.dumps(pointer).encode()
-        )
+    if failure is not None:
+        raise failure
     return decision
+
+
+def _move_pointer(
+    uri: str, pointer: dict[str, Any], expected_tag: str | None, reason: str
+) -> tuple[bool, str, Exception | None]:
+    """Compare-and-swap the current pointer: (promoted, why, an error to raise after recording)."""
+    from calgrpo.storage.core import ConflictError, StorageError, compare_and_swap, read_tagged
+
+    try:
+        compare_and_swap(uri, json.dumps(pointer).encode(), expected_tag)
+    except ConflictError:
+        raw, _ = read_tagged(uri)
+        winner = json.loads(raw)["version"] if raw else "nothing"
+        return False, (
+            f"not promoted: another promotion moved the pointer (to {winner}) while this one ran, so the "
+            f"evaluation's baseline is no longer the current model ({reason})"
+        ), None
+    except StorageError as error:
+        return False, f"not promoted: the pointer write failed ({error})", error
+    return True, reason, None

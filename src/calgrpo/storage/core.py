@@ -40,6 +40,10 @@ class IntegrityError(StorageError):
     """A file does not match its manifest entry."""
 
 
+class ConflictError(StorageError):
+    """A conditional write lost: another writer changed the object since it was read."""
+
+
 def is_s3(uri: str | Path) -> bool:
     return str(uri).startswith("s3://")
 
@@ -94,13 +98,14 @@ def _transfer_config():
 
 
 def _wrap(error: Exception, action: str, uri: str) -> StorageError:
-    code = getattr(error, "response", {}).get("Error", {}).get("Code") if hasattr(error, "response") else None
+    code = _code(error)
     hints = {
         "SignatureDoesNotMatch": "the secret key is wrong",
         "InvalidAccessKeyId": "the access key is unknown to this server",
         "AccessDenied": "these credentials may not do this",
         "NoSuchBucket": "the bucket does not exist",
         "NoSuchKey": "no object at this key",
+        "PreconditionFailed": "another writer changed it first",
         "404": "no object at this key",
     }
     detail = f"{code}: {hints.get(code, 'see the server log')}" if code else type(error).__name__
@@ -167,6 +172,58 @@ def write_bytes(uri: str, data: bytes, client=None) -> None:
         (client or s3_client()).put_object(Bucket=bucket, Key=key, Body=data)
     except Exception as exc:
         raise _wrap(exc, "write to", uri) from None
+
+
+def read_tagged(uri: str, client=None) -> tuple[bytes | None, str | None]:
+    """(content, tag) of a small object, (None, None) when there is none; pass the tag to
+    :func:`compare_and_swap`. The tag is the S3 ETag, locally the sha256 of the content."""
+    if not is_s3(uri):
+        try:
+            data = Path(uri).read_bytes()
+        except FileNotFoundError:
+            return None, None
+        return data, hashlib.sha256(data).hexdigest()
+    bucket, key = split_s3(uri)
+    try:
+        reply = (client or s3_client()).get_object(Bucket=bucket, Key=key)
+        return reply["Body"].read(), reply["ETag"]
+    except Exception as exc:
+        if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+            return None, None
+        raise _wrap(exc, "read of", uri) from None
+
+
+def compare_and_swap(uri: str, data: bytes, expected: str | None, client=None) -> str:
+    """Write ``data`` at ``uri`` only if it still has the tag ``expected`` (None: only if there is no
+    object yet); returns the new tag. Raises :class:`ConflictError` when another writer got there first.
+
+    S3: a conditional PUT (``If-Match`` on the ETag, ``If-None-Match: *`` for a new object), decided
+    by the server. Locally: the read, compare and rename happen under an exclusive ``flock`` on a
+    lock file beside the object, which every local writer of it takes.
+    """
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        condition = {"IfMatch": expected} if expected is not None else {"IfNoneMatch": "*"}
+        try:
+            return (client or s3_client()).put_object(Bucket=bucket, Key=key, Body=data, **condition)["ETag"]
+        except Exception as exc:
+            if _code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                raise ConflictError(f"{uri} was changed by another writer since it was read") from None
+            raise _wrap(exc, "conditional write to", uri) from None
+    import fcntl
+
+    path = Path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if read_tagged(uri)[1] != expected:
+            raise ConflictError(f"{uri} was changed by another writer since it was read")
+        write_bytes(uri, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _code(error: Exception) -> str | None:
+    return getattr(error, "response", {}).get("Error", {}).get("Code") if hasattr(error, "response") else None
 
 
 def exists(uri: str, client=None) -> bool:
