@@ -339,7 +339,7 @@ def run_train_command(config: TrainCommand) -> int:
 
     from calgrpo.models.loading import load_policy
     from calgrpo.rollout.records import read_attempts
-    from calgrpo.storage.core import local_copy
+    from calgrpo.storage.folders import local_copy
     from calgrpo.train.batch import build_batch
     from calgrpo.train.checkpoint import save_train_output
     from calgrpo.train.distributed import barrier, init_distributed, load_sharded
@@ -371,7 +371,7 @@ def run_train_command(config: TrainCommand) -> int:
     save_train_output(Path(config.output), trainer, policy.tokenizer, state)
     if context.is_main:
         if config.publish:
-            from calgrpo.storage.core import publish_folder
+            from calgrpo.storage.folders import publish_folder
 
             publish_folder(config.output, config.publish)
         print(json.dumps(metrics))

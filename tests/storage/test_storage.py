@@ -26,6 +26,7 @@ from calgrpo.storage import (
 )
 from calgrpo.storage.core import s3_client, split_s3
 from calgrpo.storage.embedded import EmbeddedS3
+from calgrpo.storage.folders import source_of
 
 
 def _folder(root, files: dict[str, bytes]):
@@ -68,8 +69,8 @@ def test_folder_publish_and_fetch_with_manifest(s3_env, tmp_path) -> None:
 
 
 def test_tampered_file_is_detected_and_nothing_is_kept(s3_env, tmp_path) -> None:
-    publish_folder(_folder(tmp_path / "src", {"a.txt": b"alpha", "b.txt": b"beta"}), f"{s3_env}/folder")
-    write_bytes(f"{s3_env}/folder/b.txt", b"BETA")
+    manifest = publish_folder(_folder(tmp_path / "src", {"a.txt": b"alpha", "b.txt": b"beta"}), f"{s3_env}/folder")
+    write_bytes(source_of(f"{s3_env}/folder", manifest, "b.txt"), b"BETA")  # where the manifest says b.txt is
     with pytest.raises(IntegrityError, match="b.txt does not match its manifest"):
         fetch_folder(f"{s3_env}/folder", tmp_path / "dst")
     assert not (tmp_path / "dst").exists()

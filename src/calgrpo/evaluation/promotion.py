@@ -81,7 +81,8 @@ def decide(metrics: dict[str, Any], margin: float, first: bool, has_current: boo
 def read_evaluation(uri: str, scratch: Path) -> dict[str, Any]:
     """metrics.json of a *complete* evaluation: the folder is fetched through its manifest (every
     file's sha256 checked), so a half-written or edited evaluation is refused."""
-    from calgrpo.storage.core import IncompleteOutputError, fetch_folder
+    from calgrpo.storage.core import IncompleteOutputError
+    from calgrpo.storage.folders import fetch_folder
 
     try:
         folder = fetch_folder(uri, scratch / "evaluation")
@@ -95,7 +96,7 @@ def read_evaluation(uri: str, scratch: Path) -> dict[str, Any]:
 def check_lineage(metrics: dict[str, Any], candidate: str, current: dict[str, Any] | None) -> str | None:
     """Raise if the evaluation is of another model; a reason to refuse if its baseline is not the
     registry's current model (None: the lineage holds). Fingerprints are by content, not path."""
-    from calgrpo.storage.core import content_fingerprint
+    from calgrpo.storage.folders import content_fingerprint
 
     evaluated = metrics.get("candidate_fingerprint")
     if evaluated != candidate:
@@ -123,7 +124,8 @@ def promote(config: PromoteConfig) -> dict[str, Any]:
     pointer (moved; not moved because another promotion moved it first; the write failed).
     """
     from calgrpo.manifest import build_manifest
-    from calgrpo.storage.core import fetch_folder, fingerprint_files, is_s3, join, publish_folder, read_tagged
+    from calgrpo.storage.core import is_s3, join, read_tagged
+    from calgrpo.storage.folders import fetch_folder, fingerprint_files, publish_folder
 
     pointer_uri = join(config.registry, "models", config.name, "current.json")
     raw, pointer_tag = read_tagged(pointer_uri)

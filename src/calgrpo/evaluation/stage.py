@@ -82,14 +82,14 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     from calgrpo.evaluation.summary import compare, per_problem_rows, summarize
     from calgrpo.io import read_problems
     from calgrpo.storage import is_s3, publish_folder
-    from calgrpo.storage.core import content_fingerprint, download_file
+    from calgrpo.storage.folders import content_fingerprint, fetch_file
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="calgrpo-eval-") as folder:
         out = Path(folder)
         source = config.problems
         if is_s3(source):
-            download_file(source, out / "problems.parquet")
+            fetch_file(source, out / "problems.parquet")  # through its folder's manifest, verified
             source = str(out / "problems.parquet")
         problems = read_problems(source)
         candidate, rollout_s = _episodes(config, config.model, problems)

@@ -82,7 +82,8 @@ def download_s3_folder(uri: str, cache_root: Path) -> Path:
     """Fetch a published model folder (manifest verified) into a cache keyed by its manifest."""
 
     from calgrpo.manifest import MANIFEST, is_complete
-    from calgrpo.storage.core import IncompleteOutputError, exists, fetch_folder, join, read_bytes, split_s3
+    from calgrpo.storage.core import IncompleteOutputError, exists, join, read_bytes, split_s3
+    from calgrpo.storage.folders import fetch_folder
 
     split_s3(uri)  # a URI without a bucket fails here, with that message
     if not exists(join(uri, MANIFEST)):

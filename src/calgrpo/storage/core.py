@@ -4,15 +4,13 @@ S3 goes through boto3 with its standard configuration chain (``AWS_ENDPOINT_URL`
 ``AWS_REGION``/``AWS_DEFAULT_REGION``, ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, profiles),
 retries with exponential backoff, multipart transfers above 16 MiB and streamed downloads.
 
-Folders (datasets, checkpoints, models) are *published*: every file first, ``manifest.json``
-(relative paths, sizes, sha256) last. Readers *fetch* only published folders and check every hash,
-so a reader never sees half an output. Errors name the URI and the S3 error code, never a credential.
+Folders (datasets, checkpoints, models) are *published* as whole versions: see
+:mod:`calgrpo.storage.folders`. Errors name the URI and the S3 error code, never a credential.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -21,7 +19,7 @@ import threading
 from pathlib import Path
 
 from calgrpo.errors import CalgrpoError
-from calgrpo.manifest import MANIFEST, build_manifest, checked_entries, sha256_file
+from calgrpo.manifest import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -112,15 +110,18 @@ def _wrap(error: Exception, action: str, uri: str) -> StorageError:
     return StorageError(f"{action} {uri} failed ({detail})")
 
 
-def upload_file(local: str | Path, uri: str, client=None) -> None:
-    """Copy a local file to ``uri`` (multipart above 16 MiB)."""
+def upload_file(local: str | Path, uri: str, client=None, sha256: str | None = None) -> None:
+    """Copy a local file to ``uri`` (multipart above 16 MiB). On S3 the object records the file's
+    sha256 (``x-amz-meta-sha256``), so a reader can verify it without a manifest."""
     if not is_s3(uri):
         Path(uri).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(local, uri)
         return
     bucket, key = split_s3(uri)
+    extra = {"Metadata": {"sha256": sha256 or sha256_file(Path(local))}}
     try:
-        (client or s3_client()).upload_file(str(local), bucket, key, Config=_transfer_config())
+        client = client or s3_client()
+        client.upload_file(str(local), bucket, key, ExtraArgs=extra, Config=_transfer_config())
     except Exception as exc:  # boto3 raises many types; all become one clear error
         raise _wrap(exc, "upload to", uri) from None
 
@@ -136,15 +137,6 @@ def download_file(uri: str, local: str | Path, client=None) -> None:
         (client or s3_client()).download_file(bucket, key, str(local), Config=_transfer_config())
     except Exception as exc:
         raise _wrap(exc, "download of", uri) from None
-
-
-def local_copy(uri: str | Path, scratch: str | Path) -> Path:
-    """``uri`` itself when local, else a download of it into the ``scratch`` folder."""
-    if not is_s3(uri):
-        return Path(uri)
-    target = Path(scratch, split_s3(str(uri))[1].replace("/", "_"))
-    download_file(str(uri), target)
-    return target
 
 
 def read_bytes(uri: str, client=None) -> bytes:
@@ -237,76 +229,3 @@ def exists(uri: str, client=None) -> bool:
         if getattr(exc, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
             return False
         raise _wrap(exc, "lookup of", uri) from None
-
-
-def publish_folder(local: str | Path, uri: str) -> dict:
-    """Publish a local folder at ``uri``: every file, then ``manifest.json`` last; returns the manifest."""
-    local = Path(local)
-    manifest = build_manifest(local)
-    client = s3_client() if is_s3(uri) else None
-    if not is_s3(uri) and Path(uri).resolve() == local.resolve():
-        raise StorageError(f"cannot publish {local} onto itself")
-    for name in manifest["files"]:
-        upload_file(local / name, join(uri, name), client)
-    write_bytes(join(uri, MANIFEST), json.dumps(manifest, indent=1, sort_keys=True).encode(), client)
-    log.info("published %d files to %s", len(manifest["files"]), uri)
-    return manifest
-
-
-def fetch_folder(uri: str, local: str | Path) -> Path:
-    """Download a published folder into ``local`` and verify every file against the manifest."""
-    client = s3_client() if is_s3(uri) else None
-    manifest_uri = join(uri, MANIFEST)
-    if not exists(manifest_uri, client):
-        raise IncompleteOutputError(f"{uri} has no {MANIFEST}: it is unfinished or not a calgrpo output")
-    try:
-        manifest = json.loads(read_bytes(manifest_uri, client))
-    except ValueError:
-        raise IntegrityError(f"{manifest_uri} is not valid JSON") from None
-    files = checked_entries(manifest, manifest_uri)  # before anything is downloaded
-    local = Path(local)
-    local.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".fetch-", dir=local.parent))  # same filesystem: atomic rename
-    try:
-        for name, entry in files.items():
-            target = staging / name
-            if not target.resolve().is_relative_to(staging.resolve()):  # belt and braces: symlinks
-                raise IntegrityError(f"{manifest_uri}: {name!r} resolves outside the destination")
-            download_file(join(uri, name), target, client)
-            if target.stat().st_size != entry["size"] or sha256_file(target) != entry["sha256"]:
-                raise IntegrityError(f"{join(uri, name)} does not match its manifest (size or sha256)")
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
-        if local.exists():
-            shutil.rmtree(local)
-        os.replace(staging, local)  # the folder appears whole or not at all
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return local
-
-
-def content_fingerprint(uri: str | Path) -> str | None:
-    """sha256 over a folder's file list (relative names, sizes, sha256s), manifest excluded.
-
-    The same content has the same fingerprint wherever it is stored (a local folder, its published
-    copy on S3, a registry version), so it identifies *what* was evaluated or promoted, not where.
-    None for anything that is not a folder (a hub id, a missing path).
-    """
-    uri = str(uri)
-    if is_s3(uri):
-        manifest_uri = join(uri, MANIFEST)
-        if not exists(manifest_uri):
-            return None
-        try:
-            files = checked_entries(json.loads(read_bytes(manifest_uri)), manifest_uri)
-        except ValueError:
-            raise IntegrityError(f"{manifest_uri} is not a valid manifest") from None
-    elif Path(uri).is_dir():
-        files = build_manifest(Path(uri))["files"]
-    else:
-        return None
-    return fingerprint_files(files)
-
-
-def fingerprint_files(files: dict) -> str:
-    """The fingerprint of a manifest's ``files`` mapping (see :func:`content_fingerprint`)."""
-    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()

@@ -246,7 +246,8 @@ def train_on_cluster(
     import json
     from pathlib import Path
 
-    from calgrpo.storage.core import fetch_folder, join, publish_folder, upload_file
+    from calgrpo.storage.core import join, upload_file
+    from calgrpo.storage.folders import fetch_folder, publish_folder
 
     upload_file(attempts, join(staging, "inputs", "attempts.parquet"))
     upload_file(verdicts, join(staging, "inputs", "verdicts.parquet"))
