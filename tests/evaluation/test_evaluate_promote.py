@@ -77,8 +77,8 @@ def test_trained_model_is_promoted_and_untrained_is_not(models, tmp_path) -> Non
     assert decision["promoted"] and "lower 95% bound" in decision["reason"]
     assert current_version(registry, "policy")["version"] == decision["version"]
     version = Path(registry, "models", "policy", "versions", decision["version"])
-    assert is_complete(version) and is_complete(version / "model")
-    assert json.loads((version / "decision.json").read_text())["promoted"] is True
+    assert is_complete(version / "evidence") and is_complete(version / "model")
+    assert json.loads((version / "evidence" / "decision.json").read_text())["promoted"] is True
 
     worse = _evaluate(models, "untrained", "trained", tmp_path / "eval_untrained")
     assert worse["difference"]["high"][-1] < 0
@@ -86,7 +86,7 @@ def test_trained_model_is_promoted_and_untrained_is_not(models, tmp_path) -> Non
                                      registry=registry, margin=0.05))  # fmt: skip
     assert not rejected["promoted"]
     assert current_version(registry, "policy")["version"] == decision["version"]  # pointer unchanged
-    assert Path(registry, "models", "policy", "versions", rejected["version"], "decision.json").is_file()
+    assert Path(registry, "models", "policy", "versions", rejected["version"], "evidence", "decision.json").is_file()
 
     # Lineage (issue 15, item 5): an evaluation against a baseline that is not what the registry
     # serves now (trained is current; this one compared with untrained) cannot promote.
@@ -146,23 +146,24 @@ def test_racing_promotions_move_the_pointer_once_and_record_the_truth(
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from calgrpo.storage import core
-    from calgrpo.storage.core import fetch_folder, is_s3, join
+    from calgrpo.storage import folders
+    from calgrpo.storage.core import is_s3, join
+    from calgrpo.storage.folders import fetch_folder
 
     registry = request.getfixturevalue("s3_env") + "/registry" if where == "s3" else str(tmp_path / "registry")
     # Every promotion has read the (empty) pointer before any moves it: the tightest race there is.
-    all_read, publish = threading.Barrier(8), core.publish_folder
+    all_read, publish = threading.Barrier(8), folders.publish_folder
 
     def publish_after_all_read(local, uri):
         if uri.endswith("/model"):
             all_read.wait(timeout=120)
         return publish(local, uri)
 
-    monkeypatch.setattr(core, "publish_folder", publish_after_all_read)
+    monkeypatch.setattr(folders, "publish_folder", publish_after_all_read)
     config = PromoteConfig(model=models["trained"], evaluation=lone_evaluation, registry=registry, first=True)
     with ThreadPoolExecutor(8) as pool:
         decisions = list(pool.map(lambda _: promote(config), range(8)))
-    monkeypatch.setattr(core, "publish_folder", publish)
+    monkeypatch.setattr(folders, "publish_folder", publish)
     winners = [d for d in decisions if d["promoted"]]
     assert len(winners) == 1, [d["reason"] for d in decisions]
     assert all("another promotion moved the pointer" in d["reason"] for d in decisions if not d["promoted"])
@@ -170,7 +171,7 @@ def test_racing_promotions_move_the_pointer_once_and_record_the_truth(
     assert pointer["version"] == winners[0]["version"] and pointer["previous"] is None
     assert len({d["version"] for d in decisions}) == 8
     for decision in decisions:  # each version is whole, with its own decision
-        version = join(registry, "models", "policy", "versions", decision["version"])
+        version = join(registry, "models", "policy", "versions", decision["version"], "evidence")
         local = fetch_folder(version, tmp_path / "check" / decision["version"]) if is_s3(version) else Path(version)
         assert is_complete(local) and json.loads((local / "decision.json").read_text()) == decision
     # --first does not replace a current model.
@@ -189,6 +190,6 @@ def test_a_failed_pointer_write_is_recorded_as_not_promoted(models, lone_evaluat
     with pytest.raises(core.StorageError, match="AccessDenied"):
         promote(PromoteConfig(model=models["trained"], evaluation=lone_evaluation, registry=str(registry), first=True))
     (version,) = (registry / "models" / "policy" / "versions").iterdir()
-    decision = json.loads((version / "decision.json").read_text())
+    decision = json.loads((version / "evidence" / "decision.json").read_text())
     assert decision["promoted"] is False and "pointer write failed" in decision["reason"]
     assert current_version(str(registry), "policy") is None

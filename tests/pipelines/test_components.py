@@ -120,8 +120,8 @@ def test_stage_chain_runs_in_kfp_local(tmp_path) -> None:
     pointer = json.loads((registry / "models" / "guess" / "current.json").read_text())
     version = registry / "models" / "guess" / "versions" / pointer["version"]
     assert (version / "model" / "config.json").is_file()
-    assert json.loads((version / "decision.json").read_text())["promoted"] is True
-    metrics = json.loads((version / "metrics.json").read_text())
+    assert json.loads((version / "evidence" / "decision.json").read_text())["promoted"] is True
+    metrics = json.loads((version / "evidence" / "metrics.json").read_text())
     assert len(metrics["candidate"]["v@k"]["mean"]) == 3
 
 

@@ -1,7 +1,7 @@
 """A model registry on the storage layer, and the promotion gate (``calgrpo promote``).
 
-Layout under REGISTRY: ``models/<name>/versions/<version>/`` holds ``model/`` (a published folder
-of its own), the evaluation's ``metrics.json`` and ``decision.json`` (published with a manifest).
+Layout under REGISTRY: ``models/<name>/versions/<version>/`` holds two published folders: ``model/``
+and ``evidence/`` (the evaluation's ``metrics.json`` and the ``decision.json``).
 ``models/<name>/current.json`` names the promoted version; it is moved only by compare-and-swap
 against the pointer the promotion read when it started, so of two racing promotions one moves it
 and the other is recorded as not promoted, and the ``previous`` chain never forks.
@@ -164,7 +164,7 @@ def promote(config: PromoteConfig) -> dict[str, Any]:
         evidence.mkdir()
         (evidence / "decision.json").write_text(json.dumps(decision, indent=1, sort_keys=True))
         (evidence / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
-        publish_folder(evidence, version_uri)
+        publish_folder(evidence, join(version_uri, "evidence"))
     if failure is not None:
         raise failure
     return decision
