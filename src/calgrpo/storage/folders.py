@@ -71,17 +71,19 @@ def _publish_s3(local: Path, uri: str) -> dict:
     previous_raw, previous_tag = read_tagged(manifest_uri, client)
     generation = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(4)}"
     manifest = {**build_manifest(local), "version": 2, "generation": generation}
-    for name in manifest["files"]:
-        sha256 = manifest["files"][name]["sha256"]
-        upload_file(local / name, join(uri, GENERATIONS, generation, name), client, sha256)
     body = json.dumps(manifest, indent=1, sort_keys=True).encode()
     try:
+        for name, entry in manifest["files"].items():
+            upload_file(local / name, join(uri, GENERATIONS, generation, name), client, entry["sha256"])
         compare_and_swap(manifest_uri, body, previous_tag, client)
     except ConflictError:
-        _delete_prefix(join(uri, GENERATIONS, generation) + "/", client)
+        _forget(uri, generation)
         raise ConflictError(
             f"another publish to {uri} finished while this one ran; nothing of this one is visible"
         ) from None
+    except BaseException:
+        _forget(uri, generation)  # a writer killed outright leaves it to the next publish
+        raise
     keep = {generation, _generation_of(previous_raw)}
     _delete_old_generations(uri, keep, previous_raw, client)
     log.info("published %d files to %s (generation %s)", len(manifest["files"]), uri, generation)
@@ -112,6 +114,14 @@ def _delete_old_generations(uri: str, keep: set[str | None], previous_raw: bytes
                 client.delete_objects(Bucket=bucket, Delete={"Objects": keys[start : start + 1000]})
     except Exception as exc:  # the publish itself succeeded: old versions are only left behind
         log.warning("published %s; removing older versions failed: %s", uri, _wrap(exc, "cleanup of", uri))
+
+
+def _forget(uri: str, generation: str) -> None:
+    """Best effort: remove an unpublished generation (the next publish removes what is left)."""
+    try:  # one quick try: the failure that got us here may be the server itself
+        _delete_prefix(join(uri, GENERATIONS, generation) + "/", s3_client(max_attempts=1, connect_timeout=2))
+    except Exception as exc:
+        log.warning("could not remove the unpublished generation %s of %s: %s", generation, uri, exc)
 
 
 def _delete_prefix(prefix_uri: str, client) -> None:
