@@ -21,13 +21,14 @@ class S3ServeCommand:
     """Run the embedded S3 server (SeaweedFS) on loopback until interrupted.
 
     Prints the environment (AWS_ENDPOINT_URL and generated credentials) that points boto3 and
-    calgrpo at it, as shell exports on stdout (or JSON with --json).
+    calgrpo at it, as shell exports on stdout (or JSON with --json). Exits 1, naming the server's
+    log, if the server dies.
     """
 
     dir: Path = Path("runs/s3")
     """Data directory (kept across restarts; credentials are new each time)."""
     bucket: str = "calgrpo"
-    """Bucket created on start."""
+    """Bucket created on start; the only one the credentials may use."""
     json: bool = False
     """Print the environment as JSON instead of shell exports."""
 
@@ -61,7 +62,8 @@ def run_s3_serve(config: S3ServeCommand) -> int:
         else:
             print("".join(f"export {k}={v}\n" for k, v in env.items()), end="", flush=True)
         log.info("embedded S3 serving s3://%s at %s; Ctrl-C stops it", config.bucket, server.endpoint)
-        stop.wait()
+        while not stop.wait(0.5):
+            server.check()  # weed died: StorageError naming its log, exit 1
     return 0
 
 
