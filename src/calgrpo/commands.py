@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +23,7 @@ from calgrpo.ingest.pipeline import IngestConfig
 from calgrpo.learn import LearnConfig
 from calgrpo.rollout.config import RolloutConfig, VLLMSettings
 from calgrpo.sandbox.config import SandboxConfig
-from calgrpo.train.config import TrainConfig
+from calgrpo.train.stage import TrainStageConfig
 
 log = logging.getLogger("calgrpo")
 
@@ -169,43 +169,6 @@ class RolloutCommand:
 
 
 @dataclass(frozen=True)
-class TrainCommand:
-    """Train the policy on one rollout batch (attempts.parquet) with CAL-GRPO.
-
-    Writes OUTPUT/model (loadable by rollout), OUTPUT/trainer_shards (model and optimizer state as a
-    torch.distributed.checkpoint, loadable by any world size) and OUTPUT/trainer.pt (scheduler and
-    step) for --resume-from in the next round, state.json (the round's metrics), and a manifest
-    written last. Under ``torchrun --nproc-per-node N -m calgrpo.cli train ...`` the global batch is
-    split over the N ranks and the step is the same as one process's.
-    """
-
-    attempts: str
-    """attempts.parquet from the rollout (a path or an s3:// URI)."""
-    model: str
-    """Policy that generated the attempts: hub id, local folder or s3:// prefix."""
-    output: Path
-    """Output folder."""
-    train: TrainConfig = field(default_factory=TrainConfig)
-    """Optimisation settings."""
-    verdicts: str | None = None
-    """Authoritative verdicts from ``calgrpo verify`` (path or s3:// URI); their rewards replace the
-    rollout's own."""
-    publish: str | None = None
-    """Also publish OUTPUT here (an s3:// prefix or folder; manifest last) once it is complete."""
-    resume_from: Path | None = None
-    """A previous train output whose optimizer/scheduler state to continue."""
-    num_attempts: int | None = None
-    """K; default: the largest attempt number in the file."""
-    seed: int = 0
-    """Seed of the minibatch order."""
-    threads: int | None = None
-    """CPU threads for torch (default: torch's choice)."""
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    """``auto``: this rank's GPU when CUDA is available, else CPU. Run under ``torchrun`` for data
-    parallelism (``--train.strategy ddp|fsdp``): gloo on CPU, NCCL on GPU."""
-
-
-@dataclass(frozen=True)
 class VerifyCommand:
     """Authoritative verdicts for every attempt: code in the sandbox, math with killable workers.
 
@@ -333,53 +296,12 @@ def run_rollout_command(config: RolloutCommand) -> int:
     return 0
 
 
-def run_train_command(config: TrainCommand) -> int:
-    """One round of training; under torchrun every rank runs this and rank 0 writes the model."""
-    import torch
+def run_train_command(config: TrainStageConfig) -> int:
+    from calgrpo.train.stage import train_stage
 
-    from calgrpo.models.loading import load_policy
-    from calgrpo.rollout.records import read_attempts
-    from calgrpo.storage.folders import local_copy
-    from calgrpo.train.batch import build_batch
-    from calgrpo.train.checkpoint import save_train_output
-    from calgrpo.train.distributed import barrier, init_distributed, load_sharded
-    from calgrpo.train.trainer import Trainer
-
-    _set_threads(config.threads)
-    context = init_distributed(config.device)
-    with tempfile.TemporaryDirectory(prefix="calgrpo-train-") as scratch:
-        records = read_attempts(local_copy(config.attempts, scratch))
-        if config.verdicts is not None:
-            from calgrpo.verify import apply_verdicts, read_verdicts
-
-            records = apply_verdicts(records, read_verdicts(local_copy(config.verdicts, scratch)))
-    num_attempts = config.num_attempts or max(r.attempt for r in records)
-    if context.local_rank != 0:  # one download per node into the model cache, then everyone reads it
-        barrier(context)
-    policy = load_policy(config.model)
-    if context.local_rank == 0:
-        barrier(context)
-    trainer = Trainer(policy.model, config.train, context=context)
-    if config.resume_from is not None:
-        previous = Path(config.resume_from)
-        trainer.load_state_dict(torch.load(previous / "trainer.pt", weights_only=False))
-        if (previous / "trainer_shards").is_dir():  # written by any world size, resharded for this one
-            load_sharded(previous / "trainer_shards", trainer.scorer, trainer.optimizer)
-    batch = build_batch(records, num_attempts, policy.tokenizer.pad_token_id)
-    metrics = trainer.train_on(batch, torch.Generator().manual_seed(config.seed))
-    state = {"metrics": metrics, "source_model": config.model, "world_size": context.world_size}
-    save_train_output(Path(config.output), trainer, policy.tokenizer, state)
-    if context.is_main:
-        if config.publish:
-            from calgrpo.storage.folders import publish_folder
-
-            publish_folder(config.output, config.publish)
+    metrics = train_stage(config)
+    if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(metrics))
-    # Every rank leaves together, after rank 0 published: a rank that tore down its process group
-    # and exited while rank 0 was still uploading has been seen to abort (SIGABRT) on CI.
-    barrier(context)
-    if context.active:
-        torch.distributed.destroy_process_group()
     return 0
 
 
@@ -418,7 +340,7 @@ COMMANDS: dict[str, tuple[type, Callable[[Any], int]]] = {
     "problems": (ProblemsCommand, run_problems),
     "rollout": (RolloutCommand, run_rollout_command),
     "verify": (VerifyCommand, run_verify_command),
-    "train": (TrainCommand, run_train_command),
+    "train": (TrainStageConfig, run_train_command),
     "learn": (LearnConfig, run_learn_command),
 }
 COMMANDS.update(INFRA_COMMANDS)

@@ -34,6 +34,11 @@ def test_rounds_are_unrolled_with_a_rollout_fan_out_and_promotion_is_conditional
     assert loop["inputs"]["artifacts"]["pipelinechannel--train-new_model"]["taskOutputArtifact"] == {
         "outputArtifactKey": "new_model", "producerTask": "train"}  # fmt: skip
     assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--plan-shards-Output"
+    # Round 2's training continues round 1's training state (AdamW moments, warm-up, step); round 1
+    # starts fresh.
+    assert tasks["train-2"]["inputs"]["artifacts"]["state"]["taskOutputArtifact"] == {
+        "outputArtifactKey": "train_state", "producerTask": "train"}  # fmt: skip
+    assert "state" not in tasks["train"]["inputs"]["artifacts"]
     inner = spec["components"]["comp-for-loop-2"]["dag"]["tasks"]["rollout-2"]["inputs"]["parameters"]
     assert inner["shard_index"] == {"componentInputParameter": "pipelinechannel--plan-shards-Output-loop-item"}
     assert inner["num_shards"] == {"componentInputParameter": "pipelinechannel--rollout_shards"}

@@ -173,6 +173,7 @@ def test_a_trainjob_round_through_s3_matches_training_in_the_task(
 ) -> None:
     """The train component's multi-node path: inputs staged on (real, embedded) S3, the job's
     torchrun ranks read them from there and publish the output, which comes back as the new model."""
+    from calgrpo.train.stage import TrainStageConfig
     from calgrpo.train.trainjob import TrainJobRequest, train_on_cluster
 
     verdicts = tmp_path / "verdicts.parquet"
@@ -194,13 +195,11 @@ def test_a_trainjob_round_through_s3_matches_training_in_the_task(
         num_nodes=1,
         procs_per_node=2,
     )
+    config = TrainStageConfig(attempts=str(attempts), verdicts=str(verdicts), model=str(tiny_policy_folder),
+                              output=tmp_path / "out", train=_settings("fsdp"), device="cpu")  # fmt: skip
     metrics = train_on_cluster(
-        attempts=str(attempts),
-        verdicts=str(verdicts),
-        model=str(tiny_policy_folder),
-        output=str(tmp_path / "out"),
+        config,
         staging=f"{s3_env}/staging",
-        train_args=[*TRAIN, "--train.strategy", "fsdp"],
         request=request,
         jobs=cluster,
         node_output=str(tmp_path / "node"),
@@ -210,7 +209,7 @@ def test_a_trainjob_round_through_s3_matches_training_in_the_task(
     assert cluster.result.returncode == 0, cluster.result.stderr[-3000:]
     assert cluster.deleted == ["calgrpo-train-r1-test"] and metrics["train/step"] == 4
     command = cluster.manifests[0]["spec"]["trainer"]["command"]
-    assert command[command.index("--attempts") + 1].startswith("s3://")
+    assert command[-3:-1] == ["-m", "calgrpo.train.stage"] and command[-1].startswith(f"{s3_env}/staging/")
     local = _train(attempts, tiny_policy_folder, tmp_path / "local", "--verdicts", str(verdicts))
     assert metrics["train/loss"] == pytest.approx(local["train/loss"], abs=1e-5)
     difference = _max_difference(tmp_path / "out", tmp_path / "local")
@@ -218,15 +217,24 @@ def test_a_trainjob_round_through_s3_matches_training_in_the_task(
 
 
 def test_train_with_torchrun_runs_the_in_pod_multi_gpu_path(attempts, tiny_policy_folder, tmp_path) -> None:
-    """What the train component does with several GPUs in its pod, here with 2 CPU ranks."""
-    from calgrpo.train.launch import train_cli_args, train_with_torchrun
+    """What the train component does with several GPUs in its pod, here with 2 CPU ranks: the ranks
+    receive the stage's config as JSON."""
+    from calgrpo.train.launch import run_train
+    from calgrpo.train.stage import TrainStageConfig
 
     verdicts = tmp_path / "verdicts.parquet"
     run_calgrpo("verify", "--problems", str(attempts.parent / "problems.parquet"), "--attempts", str(attempts),
                 "--output", str(verdicts))  # fmt: skip
-    args = train_cli_args(method="cal", learning_rate=3e-3, ppo_epochs=1, minibatches=2, temperature=1.0,
-                          precision="fp32", seed=7)  # fmt: skip
-    metrics = train_with_torchrun(attempts=str(attempts), verdicts=str(verdicts), model=str(tiny_policy_folder),
-                                  output=str(tmp_path / "out"), args=args, processes=2)  # fmt: skip
-    assert metrics["train/step"] == 2 and is_complete(tmp_path / "out")
+    config = TrainStageConfig(attempts=str(attempts), verdicts=str(verdicts), model=str(tiny_policy_folder),
+                              output=tmp_path / "out", train=_settings("fsdp"), seed=7, device="cpu")  # fmt: skip
+    metrics = run_train(config, processes=2)
+    assert metrics["train/step"] == 4 and is_complete(tmp_path / "out")
     assert (tmp_path / "out" / "model" / "config.json").is_file()
+
+
+def _settings(strategy: str):
+    """TRAIN's settings as a TrainConfig."""
+    from calgrpo.train.config import TrainConfig
+
+    return TrainConfig(learning_rate=3e-3, minibatches=2, ppo_epochs=2, micro_batch_size=3, logprob_chunk_tokens=5,
+                       strategy=strategy)  # fmt: skip

@@ -8,7 +8,7 @@ attempts.parquet, verdicts, model folders with manifests) live inside them.
 
 # No `from __future__ import annotations` here: KFP reads the real annotation objects.
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
 from calgrpo.pipelines.images import CPU_IMAGE, GPU_IMAGE, SANDBOX_IMAGE
 
@@ -170,55 +170,29 @@ def train(
     seed: int,
     round_index: int,
     new_model: Output[Model],
+    train_state: Output[Artifact],
     metrics: Output[Metrics],
+    state: Input[Artifact] = None,
 ):
-    """CAL-GRPO on one rollout batch with authoritative rewards; writes the updated model.
+    """CAL-GRPO on one rollout batch with authoritative rewards; writes the updated model and the
+    training state (optimizer, scheduler, step) that the next round's ``state`` continues.
 
     ``temperature`` must be the rollout's: tokens are scored at the temperature they were sampled at.
     ``precision``: ``bf16`` (autocast, fp32 master weights; for GPUs) or ``fp32``. With several GPUs
     in the pod the step runs under torchrun (FSDP) on all of them; the update is the same.
     """
-    from pathlib import Path
-
     import torch
 
-    from calgrpo.seeding import derive_seed
-    from calgrpo.train.launch import train_cli_args, train_with_torchrun
+    from calgrpo.pipelines.training import finish_round, round_config
+    from calgrpo.train.launch import run_train
 
-    attempts_file = str(Path(attempts.path, "attempts.parquet"))
-    verdicts_file = str(Path(verdicts.path, "verdicts.parquet"))
-    order_seed = derive_seed(seed, "minibatches", round_index)
-    if torch.cuda.device_count() > 1:
-        args = train_cli_args(method=method, learning_rate=learning_rate, ppo_epochs=ppo_epochs,
-                              minibatches=minibatches, temperature=temperature, precision=precision,
-                              seed=order_seed)  # fmt: skip
-        output = Path(new_model.path).parent / "train-output"
-        result = train_with_torchrun(
-            attempts=attempts_file, verdicts=verdicts_file, model=model.path, output=str(output), args=args,
-            processes=torch.cuda.device_count(),
-        )  # fmt: skip
-        Path(new_model.path).parent.mkdir(parents=True, exist_ok=True)
-        (output / "model").rename(new_model.path)
-    else:
-        from calgrpo.models.loading import load_policy
-        from calgrpo.rollout.records import read_attempts
-        from calgrpo.train.batch import build_batch
-        from calgrpo.train.config import TrainConfig
-        from calgrpo.train.distributed import init_distributed
-        from calgrpo.train.trainer import Trainer
-        from calgrpo.verify import apply_verdicts, read_verdicts
-
-        records = apply_verdicts(read_attempts(attempts_file), read_verdicts(verdicts_file))
-        policy = load_policy(model.path)  # fp32 master weights; bf16 autocast on GPU (precision)
-        config = TrainConfig(method=method, learning_rate=learning_rate, ppo_epochs=ppo_epochs,
-                             minibatches=minibatches, temperature=temperature,
-                             precision=precision)  # fmt: skip
-        trainer = Trainer(policy.model, config, context=init_distributed("auto"))
-        batch = build_batch(records, max(r.attempt for r in records), policy.tokenizer.pad_token_id)
-        result = trainer.train_on(batch, torch.Generator().manual_seed(order_seed))
-        trainer.save_model(new_model.path, policy.tokenizer)
-    for key, value in result.items():
-        metrics.log_metric(key.replace("@", "_at_"), float(value))
+    config = round_config(attempts=attempts.path, verdicts=verdicts.path, model=model.path,
+                          output=train_state.path, state=state.path if state is not None else None,
+                          method=method, learning_rate=learning_rate, ppo_epochs=ppo_epochs,
+                          minibatches=minibatches, temperature=temperature, precision=precision, seed=seed,
+                          round_index=round_index)  # fmt: skip
+    result = run_train(config, processes=torch.cuda.device_count())
+    finish_round(result, train_state.path, new_model.path, metrics)
 
 
 @dsl.component(
@@ -251,34 +225,31 @@ def train_on_trainjob(
     trainer_image: str,
     task_config: dsl.TaskConfig,
     new_model: Output[Model],
+    train_state: Output[Artifact],
     metrics: Output[Metrics],
+    state: Input[Artifact] = None,
 ):
     """The ``train`` step on ``num_nodes`` x ``procs_per_node`` GPUs as a Kubeflow Trainer TrainJob
     (runtime torch-distributed): inputs staged under ``staging`` (s3://), the job followed to the end,
     its failure reason reported, the job deleted either way."""
     import uuid
-    from pathlib import Path
 
-    from calgrpo.seeding import derive_seed
+    from calgrpo.pipelines.training import finish_round, round_config
     from calgrpo.storage.core import join
-    from calgrpo.train.launch import request_from_task_config, train_cli_args
+    from calgrpo.train.launch import request_from_task_config
     from calgrpo.train.trainjob import KubernetesTrainJobs, train_on_cluster
 
     name = f"calgrpo-train-r{round_index}-{uuid.uuid4().hex[:8]}"
     request = request_from_task_config(task_config, name=name, image=trainer_image, num_nodes=num_nodes,
                                        procs_per_node=int(procs_per_node))  # fmt: skip
-    args = train_cli_args(method=method, learning_rate=learning_rate, ppo_epochs=ppo_epochs,
-                          minibatches=minibatches, temperature=temperature, precision=precision,
-                          seed=derive_seed(seed, "minibatches", round_index))  # fmt: skip
-    output = Path(new_model.path).parent / "train-output"
-    result = train_on_cluster(
-        attempts=str(Path(attempts.path, "attempts.parquet")),
-        verdicts=str(Path(verdicts.path, "verdicts.parquet")), model=model.path, output=str(output),
-        staging=join(staging, name), train_args=args, request=request, jobs=KubernetesTrainJobs(),
-    )  # fmt: skip
-    (output / "model").rename(new_model.path)
-    for key, value in result.items():
-        metrics.log_metric(key.replace("@", "_at_"), float(value))
+    config = round_config(attempts=attempts.path, verdicts=verdicts.path, model=model.path,
+                          output=train_state.path, state=state.path if state is not None else None,
+                          method=method, learning_rate=learning_rate, ppo_epochs=ppo_epochs,
+                          minibatches=minibatches, temperature=temperature, precision=precision, seed=seed,
+                          round_index=round_index)  # fmt: skip
+    jobs = KubernetesTrainJobs()
+    result = train_on_cluster(config, staging=join(staging, name), request=request, jobs=jobs)
+    finish_round(result, train_state.path, new_model.path, metrics)
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)

@@ -119,6 +119,7 @@ def build_train_pipeline(rounds: int = 2, train_nodes: int = 1):
         model = base.outputs["model"]
         shards = ALL["plan_shards"](num_shards=rollout_shards)
         _cpu(shards, "100m", "256M", 300).set_caching_options(True)
+        state = None  # the previous round's training state (AdamW moments, scheduler, step)
         for round_index in range(rounds):
             # Fan-out: each shard of the round's problems on its own GPU task, merged in shard order.
             with dsl.ParallelFor(shards.output, name=f"rollout-round-{round_index + 1}") as shard:
@@ -144,6 +145,8 @@ def build_train_pipeline(rounds: int = 2, train_nodes: int = 1):
                 method=method, learning_rate=learning_rate, ppo_epochs=ppo_epochs, minibatches=minibatches,
                 temperature=temperature, precision=precision, seed=seed, round_index=round_index,
             )  # fmt: skip
+            if state is not None:
+                step["state"] = state
             if train_nodes > 1:  # more GPUs than a pod holds: the step runs as a Kubeflow Trainer TrainJob
                 trained = ALL["train_on_trainjob"](**step, num_nodes=train_nodes, procs_per_node=gpu_count,
                                                    staging=staging, trainer_image=trainer_image)  # fmt: skip
@@ -151,7 +154,7 @@ def build_train_pipeline(rounds: int = 2, train_nodes: int = 1):
             else:
                 trained = ALL["train"](**step)
             _gpu(trained, gpu, 8 * 3600).set_caching_options(False)
-            model = trained.outputs["new_model"]
+            model, state = trained.outputs["new_model"], trained.outputs["train_state"]
         baseline = _resolved(baseline_uri, registry, model_name, s3_secret)
         scored = ALL["evaluate"](
             problems=data.outputs["problems"], model=model, baseline_uri=baseline, split="eval",

@@ -222,13 +222,9 @@ def run_trainjob(
 
 
 def train_on_cluster(
+    config,
     *,
-    attempts: str,
-    verdicts: str,
-    model: str,
-    output: str,
     staging: str,
-    train_args: list[str],
     request: TrainJobRequest,
     jobs,
     launcher: tuple[str, ...] = ("torchrun",),
@@ -236,27 +232,41 @@ def train_on_cluster(
     poll_s: float = 10.0,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """One round of ``calgrpo train`` as a TrainJob; returns the round's metrics.
+    """The train stage (``config``, a TrainStageConfig with local inputs) as a TrainJob; returns the
+    round's metrics.
 
-    Inputs (attempts, verdicts, the model folder) are staged under ``staging`` (an s3:// prefix the
-    job's pods can read), the job's rank 0 publishes its output there, and the output is fetched into
-    ``output``. ``request.command`` is replaced by the training command.
+    The inputs (attempts, verdicts, the model folder, the previous round's state) are staged under
+    ``staging`` (an s3:// prefix the job's pods can read) and so is the config, rewritten to name
+    them; every rank runs ``python -m calgrpo.train.stage <staged config>``, rank 0 publishes the
+    output there, and it is fetched into ``config.output``. ``request.command`` is replaced.
     """
     import dataclasses
     import json
+    import tempfile
     from pathlib import Path
 
+    from calgrpo.configs import write_config
     from calgrpo.storage.core import join, upload_file
     from calgrpo.storage.folders import fetch_folder, publish_folder
 
-    upload_file(attempts, join(staging, "inputs", "attempts.parquet"))
-    upload_file(verdicts, join(staging, "inputs", "verdicts.parquet"))
-    publish_folder(model, join(staging, "inputs", "model"))
-    command = [*launcher, "-m", "calgrpo.cli", "train",
-               "--attempts", join(staging, "inputs", "attempts.parquet"),
-               "--verdicts", join(staging, "inputs", "verdicts.parquet"),
-               "--model", join(staging, "inputs", "model"),
-               "--output", node_output, "--publish", join(staging, "output"), *train_args]  # fmt: skip
+    inputs = join(staging, "inputs")
+    upload_file(config.attempts, join(inputs, "attempts.parquet"))
+    if config.verdicts is not None:
+        upload_file(config.verdicts, join(inputs, "verdicts.parquet"))
+    publish_folder(config.model, join(inputs, "model"))
+    if config.resume_from is not None:
+        publish_folder(config.resume_from, join(inputs, "state"))
+    staged = dataclasses.replace(
+        config, attempts=join(inputs, "attempts.parquet"), model=join(inputs, "model"),
+        verdicts=join(inputs, "verdicts.parquet") if config.verdicts is not None else None,
+        resume_from=join(inputs, "state") if config.resume_from is not None else None,
+        output=Path(node_output), publish=join(staging, "output"),
+    )  # fmt: skip
+    config_uri = join(staging, "train_config.json")
+    with tempfile.TemporaryDirectory(prefix="calgrpo-trainjob-") as folder:
+        write_config(staged, Path(folder, "train_config.json"))
+        upload_file(Path(folder, "train_config.json"), config_uri)  # with its sha256, checked on read
+    command = [*launcher, "-m", "calgrpo.train.stage", config_uri]
     run_trainjob(dataclasses.replace(request, command=command), jobs, poll_s=poll_s, log=log)
-    fetch_folder(join(staging, "output"), output)
-    return json.loads(Path(output, "state.json").read_text())["metrics"]
+    fetch_folder(join(staging, "output"), config.output)
+    return json.loads(Path(config.output, "state.json").read_text())["metrics"]

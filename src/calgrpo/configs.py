@@ -1,0 +1,67 @@
+"""Configs as JSON: what a launcher hands to the process that runs a stage, and what is saved next
+to every output. The dataclasses validate themselves on construction, so a config read back is
+checked exactly like one built from the command line; an unknown key is refused with its name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from calgrpo.errors import ConfigError
+
+
+def to_json(config: Any) -> dict[str, Any]:
+    """A config dataclass (nested ones included) as plain JSON values (tuples as lists, paths as str)."""
+    return json.loads(json.dumps(dataclasses.asdict(config), default=str))
+
+
+def from_json(cls: type, data: dict[str, Any], where: str = "config") -> Any:
+    """``cls`` built from :func:`to_json`'s output; raises ConfigError naming an unknown or bad field."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected an object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        known = ", ".join(sorted(names))
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}; known: {known}")
+    values = {name: _value(hints[name], value, f"{where}.{name}") for name, value in data.items()}
+    try:
+        return cls(**values)
+    except TypeError as error:  # a required field is missing
+        raise ConfigError(f"{where}: {error}") from None
+
+
+def _value(hint: Any, value: Any, where: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        hint = next(arg for arg in args if arg is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_json(hint, value, where)
+    if origin is tuple and isinstance(value, list):
+        return tuple(value)
+    if hint is Path and isinstance(value, str):
+        return Path(value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def write_config(config: Any, path: Path) -> None:
+    path.write_text(json.dumps(to_json(config), indent=1, sort_keys=True))
+
+
+def read_config(cls: type, text: str, where: str) -> Any:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise ConfigError(f"{where} is not valid JSON") from None
+    return from_json(cls, data, where)
