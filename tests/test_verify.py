@@ -90,3 +90,52 @@ def test_apply_verdicts_truncates_after_the_first_authoritative_success() -> Non
     assert [(r.sample, r.attempt, r.reward) for r in updated] == [(0, 1, 0.0), (0, 2, 1.0), (1, 1, 0.0)]
     with pytest.raises(InvalidInputError, match="no verdict"):
         apply_verdicts(records, verdicts[:2])
+
+
+def _run_verify(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "calgrpo.cli", "verify", *args], capture_output=True, text=True,
+                          timeout=300, check=False, env={**os.environ, "COLUMNS": "400"})  # fmt: skip
+
+
+@pytest.mark.parametrize("table", ["completions.parquet", "completions.jsonl"])
+def test_completions_generated_elsewhere_are_verified_from_four_columns(tmp_path, table) -> None:
+    """Another engine's or pipeline's output: problem_id, sample, attempt, completion and nothing else."""
+    import pandas as pd
+
+    from calgrpo.tasks import Problem
+
+    write_problems([Problem(id="g1", task="gsm8k", prompt="2+2?", answer="#### 4")], tmp_path / "problems.parquet")
+    frame = pd.DataFrame({"problem_id": ["g1", "g1", "g1"], "sample": [0, 0, 1], "attempt": [1, 2, 1],
+                          "completion": ["#### 5", "#### 4", "the answer is 4"]})  # fmt: skip
+    path = tmp_path / table
+    frame.to_json(path, orient="records", lines=True) if table.endswith(".jsonl") else frame.to_parquet(path)
+    result = _run_verify("--problems", str(tmp_path / "problems.parquet"), "--attempts", str(path),
+                         "--output", str(tmp_path / "verdicts.jsonl"))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = read_verdicts(tmp_path / "verdicts.jsonl")
+    assert [(r.sample, r.attempt, r.reward) for r in rows] == [(0, 1, 0.0), (0, 2, 1.0), (1, 1, 1.0)]
+
+
+def test_bad_attempt_tables_and_outputs_are_refused_with_one_line(tmp_path) -> None:
+    import pandas as pd
+
+    from calgrpo.tasks import Problem
+
+    problems = tmp_path / "problems.parquet"
+    write_problems([Problem(id="g1", task="gsm8k", prompt="2+2?", answer="#### 4")], problems)
+    twice = pd.DataFrame({"problem_id": ["g1", "g1"], "sample": [0, 0], "attempt": [1, 1], "completion": ["4", "4"]})
+    twice.to_parquet(tmp_path / "twice.parquet")
+    pd.DataFrame({"problem_id": ["g1"], "completion": ["4"]}).to_parquet(tmp_path / "short.parquet")
+    cases = [
+        (["--attempts", str(tmp_path / "twice.parquet"), "--output", str(tmp_path / "v.parquet")], 1, "appears twice"),
+        (["--attempts", str(tmp_path / "short.parquet"), "--output", str(tmp_path / "v.parquet")], 1,
+         "missing columns ['sample', 'attempt']"),
+        (["--attempts", str(tmp_path), "--output", str(tmp_path / "v.parquet")], 1, "is a folder"),
+        (["--attempts", str(tmp_path / "twice.parquet"), "--output", str(tmp_path / "v.csv")], 2,
+         ".parquet or .jsonl"),
+    ]  # fmt: skip
+    for args, code, message in cases:
+        result = _run_verify("--problems", str(problems), *args)
+        assert result.returncode == code and message in result.stderr, (args, result.stderr[-500:])
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "v.csv").exists() and not (tmp_path / "v.parquet").exists()

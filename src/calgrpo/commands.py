@@ -22,8 +22,8 @@ from calgrpo.evaluation.stage import EvaluateConfig
 from calgrpo.ingest.pipeline import IngestConfig
 from calgrpo.learn import LearnConfig
 from calgrpo.rollout.config import RolloutConfig, VLLMSettings
-from calgrpo.sandbox.config import SandboxConfig
 from calgrpo.train.stage import TrainStageConfig
+from calgrpo.verify import VerifyStageConfig
 
 log = logging.getLogger("calgrpo")
 
@@ -168,51 +168,10 @@ class RolloutCommand:
     """CPU threads for torch (default: torch's choice)."""
 
 
-@dataclass(frozen=True)
-class VerifyCommand:
-    """Authoritative verdicts for every attempt: code in the sandbox, math with killable workers.
+def run_verify_command(config: VerifyStageConfig) -> int:
+    from calgrpo.verify import verify_stage
 
-    Writes one verdict per attempt (parquet, or JSONL when OUTPUT ends in .jsonl) with the isolation
-    level, duration and timeout/crash flags, and a summary (pass rate per task, timeouts, crashes)
-    to stdout and to OUTPUT's name + .summary.json.
-    """
-
-    problems: Path
-    """problems.parquet the attempts answer."""
-    attempts: Path
-    """attempts.parquet from the rollout."""
-    output: Path
-    """Where to write the verdicts."""
-    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
-    """Limits and isolation for code."""
-    workers: int | None = None
-    """Parallel verifications (default: CPU count)."""
-    math_timeout_s: float = 5.0
-    """Hard time limit of one math check."""
-
-
-def run_verify_command(config: VerifyCommand) -> int:
-    from calgrpo.io import read_problems
-    from calgrpo.rollout.records import read_attempts
-    from calgrpo.tasks import build_tasks
-    from calgrpo.verify import run_verify, write_summary, write_verdicts
-
-    problems = read_problems(config.problems)
-    records = read_attempts(config.attempts)
-    tasks = build_tasks(
-        {p.task for p in problems},
-        sandbox=config.sandbox,
-        workers=config.workers,
-        math_timeout_s=config.math_timeout_s,
-    )
-    try:
-        rows, summary = run_verify(problems, records, tasks)
-    finally:
-        for task in tasks.values():
-            task.close()
-    write_verdicts(rows, config.output)
-    write_summary(summary, config.output.with_name(config.output.stem + ".summary.json"))
-    print(json.dumps(summary))
+    print(json.dumps(verify_stage(config)))
     return 0
 
 
@@ -339,7 +298,7 @@ COMMANDS: dict[str, tuple[type, Callable[[Any], int]]] = {
     "promote": (PromoteConfig, run_promote),
     "problems": (ProblemsCommand, run_problems),
     "rollout": (RolloutCommand, run_rollout_command),
-    "verify": (VerifyCommand, run_verify_command),
+    "verify": (VerifyStageConfig, run_verify_command),
     "train": (TrainStageConfig, run_train_command),
     "learn": (LearnConfig, run_learn_command),
 }

@@ -10,13 +10,65 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from calgrpo.errors import InvalidInputError
-from calgrpo.rollout.records import AttemptRecord
-from calgrpo.tasks import Problem, Task, verify_batch
+from calgrpo.errors import ConfigError, InvalidInputError
+from calgrpo.rollout.records import TABLE_FORMATS, AttemptRecord
+from calgrpo.sandbox.config import SandboxConfig
+
+if TYPE_CHECKING:  # the CLI imports this module to parse; the tasks are imported when it runs
+    from calgrpo.tasks import Problem, Task
+
+
+@dataclass(frozen=True)
+class VerifyStageConfig:
+    """Authoritative verdicts for every attempt: code in the sandbox, math with killable workers.
+
+    ATTEMPTS is the rollout's attempts.parquet or any table (parquet or JSONL) with the columns
+    problem_id, sample, attempt, completion, so completions generated elsewhere can be verified.
+    Writes one verdict per attempt to OUTPUT in the format its extension names (.parquet or .jsonl)
+    with the isolation level, duration and timeout/crash flags, and a summary (pass rate per task,
+    timeouts, crashes) to stdout and to OUTPUT's name + .summary.json.
+    """
+
+    problems: Path
+    """problems.parquet the attempts answer."""
+    attempts: Path
+    """attempts.parquet from the rollout, or a problem_id/sample/attempt/completion table."""
+    output: Path
+    """Where to write the verdicts (.parquet or .jsonl)."""
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    """Limits and isolation for code."""
+    workers: int | None = None
+    """Parallel verifications (default: CPU count)."""
+    math_timeout_s: float = 5.0
+    """Hard time limit of one math check."""
+
+    def __post_init__(self) -> None:
+        if Path(self.output).suffix not in TABLE_FORMATS:
+            raise ConfigError(f"--output {self.output}: the verdicts are written as .parquet or .jsonl")
+
+
+def verify_stage(config: VerifyStageConfig) -> dict[str, Any]:
+    """Verify every attempt, write the verdicts and the summary; returns the summary."""
+    from calgrpo.io import read_problems
+    from calgrpo.rollout.records import read_completions
+    from calgrpo.tasks import build_tasks
+
+    problems = read_problems(config.problems)
+    records = read_completions(config.attempts)
+    tasks = build_tasks({p.task for p in problems}, sandbox=config.sandbox, workers=config.workers,
+                        math_timeout_s=config.math_timeout_s)  # fmt: skip
+    try:
+        rows, summary = run_verify(problems, records, tasks)
+    finally:
+        for task in tasks.values():
+            task.close()
+    write_verdicts(rows, config.output)
+    write_summary(summary, Path(config.output).with_name(Path(config.output).stem + ".summary.json"))
+    return summary
 
 
 @dataclass(frozen=True)
@@ -44,6 +96,8 @@ def verify_attempts(
     problems: list[Problem], records: list[AttemptRecord], tasks: dict[str, Task]
 ) -> list[VerdictRow]:
     """Verdicts for every record, in order; each task type's attempts are verified as one batch."""
+
+    from calgrpo.tasks import verify_batch
 
     by_id = {p.id: p for p in problems}
     missing = sorted({r.problem_id for r in records} - by_id.keys())

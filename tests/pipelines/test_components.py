@@ -135,3 +135,26 @@ def test_the_documented_reuse_example_compiles(tmp_path, monkeypatch) -> None:
     compiler.Compiler().compile(namespace["score_my_model"], str(tmp_path / "score.yaml"))
     spec = yaml.safe_load((tmp_path / "score.yaml").read_text())
     assert set(spec["root"]["dag"]["tasks"]) == {"ingest", "fetch-model", "rollout", "verify"}
+
+
+def test_the_verify_component_takes_a_four_column_table_from_another_pipeline(tmp_path) -> None:
+    """A Dataset folder holding any one .parquet/.jsonl table of problem_id, sample, attempt, completion."""
+    import pandas as pd
+    from kfp.dsl import Dataset, Metrics
+
+    from calgrpo.io import write_problems
+    from calgrpo.tasks import Problem
+    from calgrpo.verify import read_verdicts
+
+    (tmp_path / "problems").mkdir()
+    write_problems([Problem(id="g1", task="gsm8k", prompt="2+2?", answer="#### 4")],
+                   tmp_path / "problems" / "problems.parquet")  # fmt: skip
+    (tmp_path / "elsewhere").mkdir()
+    pd.DataFrame({"problem_id": ["g1", "g1"], "sample": [0, 1], "attempt": [1, 1], "completion": ["#### 4", "5"]}
+                 ).to_json(tmp_path / "elsewhere" / "completions.jsonl", orient="records", lines=True)  # fmt: skip
+    summary = Metrics(uri=str(tmp_path / "summary"))
+    ALL["verify"].python_func(problems=Dataset(uri=str(tmp_path / "problems")),
+                              attempts=Dataset(uri=str(tmp_path / "elsewhere")),
+                              verdicts=Dataset(uri=str(tmp_path / "verdicts")), summary=summary)  # fmt: skip
+    assert [r.reward for r in read_verdicts(tmp_path / "verdicts" / "verdicts.parquet")] == [1.0, 0.0]
+    assert summary.metadata["verify/gsm8k/pass_rate"] == 0.5

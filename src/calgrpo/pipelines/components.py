@@ -133,25 +133,18 @@ def merge_attempts(shards: Input[list[Dataset]], attempts: Output[Dataset]):
 def verify(
     problems: Input[Dataset], attempts: Input[Dataset], verdicts: Output[Dataset], summary: Output[Metrics]
 ):
-    """Authoritative verdicts (code in the sandbox); pass rates as KFP metrics."""
+    """Authoritative verdicts (code in the sandbox); pass rates as KFP metrics. ``attempts`` is the
+    rollout's folder (attempts.parquet) or any table file, or a folder holding one, with the columns
+    problem_id, sample, attempt, completion (parquet or JSONL)."""
     from pathlib import Path
 
-    from calgrpo.io import read_problems
-    from calgrpo.rollout.records import read_attempts
-    from calgrpo.tasks import build_tasks
-    from calgrpo.verify import run_verify, write_summary, write_verdicts
+    from calgrpo.pipelines.training import attempts_table
+    from calgrpo.verify import VerifyStageConfig, verify_stage
 
-    chosen = read_problems(Path(problems.path, "problems.parquet"))
-    records = read_attempts(Path(attempts.path, "attempts.parquet"))
-    tasks = build_tasks({p.task for p in chosen})
-    try:
-        rows, result = run_verify(chosen, records, tasks)
-    finally:
-        for task in tasks.values():
-            task.close()
     Path(verdicts.path).mkdir(parents=True, exist_ok=True)
-    write_verdicts(rows, Path(verdicts.path, "verdicts.parquet"))
-    write_summary(result, Path(verdicts.path, "summary.json"))
+    result = verify_stage(VerifyStageConfig(problems=Path(problems.path, "problems.parquet"),
+                                            attempts=attempts_table(attempts.path),
+                                            output=Path(verdicts.path, "verdicts.parquet")))  # fmt: skip
     for task, numbers in result["per_task"].items():
         summary.log_metric(f"verify/{task}/pass_rate", numbers["pass_rate"])
 

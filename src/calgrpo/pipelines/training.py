@@ -1,5 +1,6 @@
-"""What the pipeline's train components do around the train stage: build its config for round r,
-and hand its output on as the round's model and training state."""
+"""What the pipeline's components do around the stage functions: find an attempts table in an
+artifact, build the train stage's config for round r, hand its output on as the round's model and
+training state."""
 
 from __future__ import annotations
 
@@ -9,6 +10,24 @@ from pathlib import Path
 from typing import Any
 
 from calgrpo.train.stage import TrainStageConfig
+
+
+def attempts_table(artifact: str) -> Path:
+    """The attempts table of an artifact: the file itself, or the one table file in its folder
+    (attempts.parquet from the rollout, or another pipeline's .parquet/.jsonl)."""
+    from calgrpo.errors import InvalidInputError
+    from calgrpo.rollout.records import TABLE_FORMATS
+
+    path = Path(artifact)
+    if not path.is_dir():
+        return path
+    if (path / "attempts.parquet").is_file():
+        return path / "attempts.parquet"
+    tables = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in TABLE_FORMATS)
+    if len(tables) != 1:
+        found = len(tables)
+        raise InvalidInputError(f"{artifact}: expected one .parquet or .jsonl attempts table, found {found}")
+    return tables[0]
 
 
 def round_config(

@@ -74,6 +74,57 @@ def read_attempts(path: str | Path) -> list[AttemptRecord]:
     return records
 
 
+# What a verifier needs of an attempt; completions generated elsewhere (another engine, another
+# pipeline) can be verified from a table of just these columns.
+COMPLETION_COLUMNS = ("problem_id", "sample", "attempt", "completion")
+TABLE_FORMATS = (".parquet", ".jsonl")
+
+
+def read_completions(path: str | Path) -> list[AttemptRecord]:
+    """Attempts to verify: a full attempts file or a table of :data:`COMPLETION_COLUMNS` (parquet or
+    JSONL, by extension). Columns a minimal table lacks are left empty; they are not verified."""
+    import pandas as pd
+
+    path = Path(path)
+    if path.is_dir():
+        raise InvalidInputError(f"{path} is a folder; give the attempts file in it (attempts.parquet)")
+    if path.suffix not in TABLE_FORMATS:
+        raise InvalidInputError(f"{path}: unknown table format {path.suffix!r}; use .parquet or .jsonl")
+    try:
+        jsonl = path.suffix == ".jsonl"
+        frame = pd.read_json(path, lines=True, dtype=False) if jsonl else pd.read_parquet(path)
+    except (ValueError, OSError) as error:
+        raise InvalidInputError(f"{path} is not a readable {path.suffix} table: {error}") from None
+    missing = [c for c in COMPLETION_COLUMNS if c not in frame.columns]
+    if missing:
+        needed = list(COMPLETION_COLUMNS)
+        raise InvalidInputError(f"{path}: missing columns {missing}; an attempts table needs {needed}")
+    if set(ATTEMPT_COLUMNS) <= set(frame.columns):
+        return read_attempts(path) if path.suffix == ".parquet" else _minimal(frame, path)
+    return _minimal(frame, path)
+
+
+def _minimal(frame, path: Path) -> list[AttemptRecord]:
+    records, seen = [], set()
+    for number, row in enumerate(frame[list(COMPLETION_COLUMNS)].to_dict(orient="records"), start=1):
+        problem_id, sample, attempt, completion = (row[c] for c in COMPLETION_COLUMNS)
+        texts = isinstance(problem_id, str) and isinstance(completion, str)
+        if not (texts and _whole(sample) and _whole(attempt) and sample >= 0 and attempt >= 1):
+            raise InvalidInputError(
+                f"{path} row {number}: problem_id and completion must be strings, sample >= 0 and "
+                "attempt >= 1 whole numbers"
+            )
+        key = (problem_id, int(sample), int(attempt))
+        if key in seen:
+            raise InvalidInputError(f"{path} row {number}: attempt {key} appears twice")
+        seen.add(key)
+        records.append(AttemptRecord(problem_id, key[1], key[2], [], [], [], completion, 0.0, "", "", "", -1))
+    return records
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and float(value).is_integer()
+
 
 SHARD_FILE = "shard.json"
 
