@@ -233,6 +233,7 @@ def run_rollout_command(config: RolloutCommand) -> int:
     from calgrpo.rollout.engine import open_engine
     from calgrpo.rollout.loop import rollout
     from calgrpo.rollout.records import write_attempts
+    from calgrpo.storage.folders import content_fingerprint
 
     _set_threads(config.threads)
     problems = read_problems(config.problems)
@@ -246,6 +247,7 @@ def run_rollout_command(config: RolloutCommand) -> int:
         config.rollout,
         torch.Generator().manual_seed(config.seed),
         policy_version=config.policy_version,
+        policy=content_fingerprint(config.model) or "",
         show_progress=True,
     )
     write_attempts(records, config.output)

@@ -110,6 +110,7 @@ def test_sharded_state_resumes_on_another_world_size(attempts, tiny_policy_folde
         tmp_path / "r2-from-two",
         "--resume-from",
         str(tmp_path / "r1-two"),
+        "--off-policy",  # round 1's attempts again, now for round 1's model
     )
     straight = _train(
         attempts,
@@ -117,6 +118,7 @@ def test_sharded_state_resumes_on_another_world_size(attempts, tiny_policy_folde
         tmp_path / "r2-one",
         "--resume-from",
         str(tmp_path / "r1-one"),
+        "--off-policy",
     )
     assert resumed["train/step"] == straight["train/step"] == 8  # step and AdamW moments carried over
     difference = _max_difference(tmp_path / "r2-from-two", tmp_path / "r2-one")

@@ -86,6 +86,7 @@ def rollout(
     from calgrpo.rollout.loop import problems_for_round, rollout, shard_of
     from calgrpo.rollout.records import write_attempt_shard
     from calgrpo.seeding import derive_seed
+    from calgrpo.storage.folders import content_fingerprint
     from calgrpo.tasks import TASKS
 
     chosen = read_problems(Path(problems.path, f"{split}.parquet" if split else "problems.parquet"))
@@ -97,7 +98,8 @@ def rollout(
     config = RolloutConfig(num_attempts=num_attempts, group_size=group_size, sampling=sampling)
     stream = derive_seed(seed, "rollout", round_index, int(shard_index), num_shards)
     generator = torch.Generator().manual_seed(stream)
-    records = rollout(chosen, engine, layout, config, generator, policy_version=round_index)
+    records = rollout(chosen, engine, layout, config, generator, policy_version=round_index,
+                      policy=content_fingerprint(model.path) or "")  # fmt: skip
     write_attempt_shard(records, attempts.path, int(shard_index), num_shards)
     attempts.metadata["shard"] = f"{int(shard_index)}/{num_shards}"
     attempts.metadata["accelerator"] = f"{gpu_count} x {gpu_type}"

@@ -6,6 +6,8 @@ verify every attempt, drop the solved trajectories, append feedback to the other
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from calgrpo.errors import ConfigError
@@ -26,18 +28,21 @@ def rollout(
     generator: torch.Generator,
     *,
     policy_version: int = 0,
+    policy: str = "",
     tasks: dict[str, Task] | None = None,
     show_progress: bool = False,
 ) -> list[AttemptRecord]:
     """Run G multi-attempt episodes per problem; one record per attempt, ordered by attempt index.
 
     ``generator`` supplies every random draw, so the same seed and inputs give the same records.
+    ``policy``: the generating model's content fingerprint, recorded so training can check it.
     """
     tasks = dict(tasks or {})
     created = {p.task for p in problems} - tasks.keys()
     tasks.update({name: get_task(name) for name in created})
     try:
-        return _rollout(problems, engine, layout, config, generator, policy_version, tasks, show_progress)
+        records = _rollout(problems, engine, layout, config, generator, policy_version, tasks, show_progress)
+        return [dataclasses.replace(r, policy=policy) for r in records] if policy else records
     finally:
         for name in created:  # worker pools of tasks made here die with the call
             tasks[name].close()
@@ -78,6 +83,7 @@ def _rollout(problems, engine, layout, config, generator, policy_version, tasks,
                     feedback=feedback,
                     finish_reason=generation.finish_reason,
                     policy_version=policy_version,
+                    temperature=config.sampling.temperature,
                 )
             )
             if not last:

@@ -52,6 +52,9 @@ class TrainStageConfig:
     """K; default: the largest attempt number in the file."""
     seed: int = 0
     """Seed of the minibatch order."""
+    off_policy: bool = False
+    """Train on attempts another policy generated (refused otherwise: their behaviour log-probs are
+    not this model's, so every ratio is an importance weight against that other policy)."""
     threads: int | None = None
     """CPU threads for torch (default: torch's choice)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -65,9 +68,9 @@ def train_stage(config: TrainStageConfig) -> dict[str, Any]:
     import torch
 
     from calgrpo.models.loading import load_policy
-    from calgrpo.rollout.records import read_attempts
+    from calgrpo.rollout.records import check_on_policy, read_attempts
     from calgrpo.storage.core import is_s3
-    from calgrpo.storage.folders import fetch_folder, local_copy
+    from calgrpo.storage.folders import content_fingerprint, fetch_folder, local_copy
     from calgrpo.train.batch import build_batch
     from calgrpo.train.checkpoint import save_train_output
     from calgrpo.train.distributed import barrier, init_distributed, load_sharded
@@ -82,6 +85,8 @@ def train_stage(config: TrainStageConfig) -> dict[str, Any]:
             from calgrpo.verify import apply_verdicts, read_verdicts
 
             records = apply_verdicts(records, read_verdicts(local_copy(config.verdicts, scratch)))
+        policy = None if config.off_policy else content_fingerprint(config.model)
+        check_on_policy(records, config.train.temperature, policy)
         num_attempts = config.num_attempts or max(r.attempt for r in records)
         if context.local_rank != 0:  # one download per node into the model cache, then everyone reads it
             barrier(context)
