@@ -54,3 +54,10 @@ def test_cli_check_estimator_fails_when_tolerance_is_impossible() -> None:
     result = _calgrpo("check-estimator", "--methods", "cal", "--tolerance", "1e-30")
     assert result.returncode == 1
     assert "FAILED" in result.stdout
+
+
+def test_python_dash_m_calgrpo_is_the_command() -> None:
+    result = subprocess.run([sys.executable, "-m", "calgrpo", "check-estimator", "--json"], capture_output=True,
+                            text=True, timeout=120, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["passed"] is True

@@ -1,0 +1,7 @@
+"""``python -m calgrpo``: the same as the ``calgrpo`` command."""
+
+import sys
+
+from calgrpo.cli import main
+
+sys.exit(main())
