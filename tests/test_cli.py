@@ -61,3 +61,25 @@ def test_python_dash_m_calgrpo_is_the_command() -> None:
                             text=True, timeout=120, check=False)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["passed"] is True
+
+
+def test_every_command_takes_a_config_file_that_flags_override(tmp_path) -> None:
+    from calgrpo.cli import parse
+    from calgrpo.errors import ConfigError
+
+    run = tmp_path / "run.yaml"
+    run.write_text("model: tiny:llama\nrounds: 3\nrollout:\n  num_attempts: 4\n  sampling:\n    temperature: 0.7\n"
+                   "train:\n  learning_rate: 1.0e-5\n  temperature: 0.7\n  pack_sequences: false\n"
+                   "  lora_targets: [q_proj, v_proj]\n")  # fmt: skip
+    config, _ = parse(["learn", "--config", str(run), "--rounds", "5", "--output", str(tmp_path / "out")])
+    assert (config.rounds, config.rollout.num_attempts, config.rollout.sampling.temperature) == (5, 4, 0.7)
+    assert config.train.learning_rate == 1e-5 and config.train.lora_targets == ("q_proj", "v_proj")
+    (tmp_path / "local.yaml").write_text("rounds: 2\n")
+    pipeline, _ = parse(["pipeline", "run-local", f"--config={tmp_path / 'local.yaml'}"])
+    assert pipeline.rounds == 2
+    (tmp_path / "bad.yaml").write_text("train:\n  learning_rat: 1.0\n")
+    with pytest.raises(ConfigError, match="unknown setting train.learning_rat"):
+        parse(["learn", "--config", str(tmp_path / "bad.yaml")])
+    result = _calgrpo("learn", "--config", str(tmp_path / "bad.yaml"))
+    assert result.returncode == 2 and "unknown setting train.learning_rat" in result.stderr
+    assert "Traceback" not in result.stderr

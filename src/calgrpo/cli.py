@@ -25,10 +25,31 @@ def parse(argv: Sequence[str]):
     argv = list(argv)
     if len(argv) >= 2 and argv[0] in ("s3", "pipeline") and not argv[1].startswith("-"):
         argv = [f"{argv[0]}-{argv[1]}", *argv[2:]]  # `calgrpo s3 serve` is `calgrpo s3-serve`
+    argv = _expand_config_file(argv)
     config = tyro.extras.subcommand_cli_from_dict(
         {name: cls for name, (cls, _) in COMMANDS.items()}, prog="calgrpo", args=argv
     )
     return config, next(h for cls, h in COMMANDS.values() if isinstance(config, cls))
+
+
+def _expand_config_file(argv: list[str]) -> list[str]:
+    """``calgrpo CMD --config FILE [flags]``: the file's settings as flags before the typed ones,
+    which override them (every command takes ``--config``)."""
+    positions = [i for i, arg in enumerate(argv) if arg == "--config" or arg.startswith("--config=")]
+    if not positions or not argv or argv[0] not in COMMANDS:
+        return argv
+    from calgrpo.configs import config_file_flags
+
+    if len(positions) > 1:
+        raise ConfigError("--config given more than once")
+    (i,) = positions
+    if argv[i] == "--config":
+        if i + 1 >= len(argv):
+            raise ConfigError("--config needs a file")
+        path, rest = argv[i + 1], argv[:i] + argv[i + 2 :]
+    else:
+        path, rest = argv[i].split("=", 1)[1], argv[:i] + argv[i + 1 :]
+    return [rest[0], *config_file_flags(COMMANDS[rest[0]][0], path), *rest[1:]]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -65,3 +65,49 @@ def read_config(cls: type, text: str, where: str) -> Any:
     except ValueError:
         raise ConfigError(f"{where} is not valid JSON") from None
     return from_json(cls, data, where)
+
+
+def config_file_flags(cls: type, path: str | Path) -> list[str]:
+    """A YAML (or JSON) config file for the command ``cls`` as command-line flags, to go before the
+    ones typed (which then override it). Keys are the flags' names with underscores, nested as the
+    flags are (``train: {learning_rate: 1e-5}`` is ``--train.learning-rate 1e-5``); an unknown key
+    is refused with its dotted name."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"--config {path}: no such file") from None
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"--config {path}: not a readable YAML file ({error})") from None
+    return _flags(cls, data or {}, "", str(path))
+
+
+def _flags(cls: type, data: Any, prefix: str, where: str) -> list[str]:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: {prefix.rstrip('.') or 'the file'} must be a mapping of settings")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    flags: list[str] = []
+    for key, value in data.items():
+        if key not in names:
+            known = ", ".join(sorted(names))
+            raise ConfigError(f"{where}: unknown setting {prefix}{key}; known here: {known}")
+        flag = f"--{prefix}{key.replace('_', '-')}"
+        nested = _unwrap_optional(hints[key])
+        if dataclasses.is_dataclass(nested):
+            flags += _flags(nested, value, f"{prefix}{key}.", where)
+        elif isinstance(value, bool):
+            flags.append(flag if value else f"--{prefix}no-{key.replace('_', '-')}")
+        elif isinstance(value, list):
+            flags += [flag, *map(str, value)]
+        else:
+            flags += [flag, "None" if value is None else str(value)]
+    return flags
+
+
+def _unwrap_optional(hint: Any) -> Any:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        return args[0] if len(args) == 1 else hint
+    return hint

@@ -67,6 +67,7 @@ def train_stage(config: TrainStageConfig) -> dict[str, Any]:
     Returns the round's metrics (reduced over ranks)."""
     import torch
 
+    from calgrpo.configs import to_json
     from calgrpo.models.loading import load_policy
     from calgrpo.rollout.records import check_on_policy, read_attempts
     from calgrpo.storage.core import is_s3
@@ -103,7 +104,8 @@ def train_stage(config: TrainStageConfig) -> dict[str, Any]:
                 load_sharded(previous / "trainer_shards", trainer.scorer, trainer.optimizer)
     batch = build_batch(records, num_attempts, policy.tokenizer.pad_token_id)
     metrics = trainer.train_on(batch, torch.Generator().manual_seed(config.seed))
-    state = {"metrics": metrics, "source_model": config.model, "world_size": context.world_size}
+    state = {"metrics": metrics, "source_model": config.model, "world_size": context.world_size,
+             "config": to_json(config)}  # the resolved config, next to what it produced  # fmt: skip
     save_train_output(Path(config.output), trainer, policy.tokenizer, state)
     if context.is_main and config.publish:
         from calgrpo.storage.folders import publish_folder
