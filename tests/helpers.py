@@ -38,3 +38,11 @@ def run_calgrpo(*args: str, processes: int = 1) -> dict:
                             env={**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "400"})  # fmt: skip
     assert result.returncode == 0, (args[0], processes, result.stderr[-4000:])
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def write_tree(root: Path, files: dict[str, bytes]) -> Path:
+    """``root`` holding ``files`` (relative name -> bytes), folders created; returns ``root``."""
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return root

@@ -22,13 +22,7 @@ from calgrpo.storage import (
 )
 from calgrpo.storage.core import s3_client, split_s3
 from calgrpo.storage.folders import GENERATIONS, source_of
-
-
-def _folder(root, files: dict[str, bytes]):
-    for name, data in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_bytes(data)
-    return root
+from tests.helpers import write_tree
 
 
 def _contents(folder) -> dict[str, bytes]:
@@ -46,9 +40,9 @@ def destination(request, tmp_path) -> str:
 def test_republishing_fewer_files_leaves_nothing_stale(destination, tmp_path) -> None:
     """Re-ingest without an eval split: the earlier eval.parquet must not survive beside the new
     manifest, for readers of the folder or of a file by name."""
-    publish_folder(_folder(tmp_path / "v1", {"train.parquet": b"old train", "eval.parquet": b"old eval"}),
+    publish_folder(write_tree(tmp_path / "v1", {"train.parquet": b"old train", "eval.parquet": b"old eval"}),
                    destination)  # fmt: skip
-    publish_folder(_folder(tmp_path / "v2", {"train.parquet": b"new train"}), destination)
+    publish_folder(write_tree(tmp_path / "v2", {"train.parquet": b"new train"}), destination)
     assert _contents(fetch_folder(destination, tmp_path / "fetched")) == {"train.parquet": b"new train"}
     assert fetch_file(f"{destination}/train.parquet", tmp_path / "train").read_bytes() == b"new train"
     if destination.startswith("s3://"):
@@ -62,7 +56,7 @@ def test_a_writer_dying_mid_republish_leaves_the_previous_version_whole(
     destination, tmp_path, monkeypatch
 ) -> None:
     first = {"a.bin": b"A1" * 1000, "b.bin": b"B1" * 1000, "c.bin": b"C1" * 1000}
-    publish_folder(_folder(tmp_path / "v1", first), destination)
+    publish_folder(write_tree(tmp_path / "v1", first), destination)
     upload, uploads = core.upload_file, []
 
     def die_after_one_file(*args, **kwargs):  # S3: the second upload kills the writer
@@ -78,7 +72,7 @@ def test_a_writer_dying_mid_republish_leaves_the_previous_version_whole(
     monkeypatch.setattr("calgrpo.storage.folders.write_manifest", die_before_the_manifest)
     second = {"a.bin": b"A2" * 1000, "b.bin": b"B2" * 1000, "c.bin": b"C2" * 1000}
     with pytest.raises(StorageError, match="died"):
-        publish_folder(_folder(tmp_path / "v2", second), destination)
+        publish_folder(write_tree(tmp_path / "v2", second), destination)
     assert _contents(fetch_folder(destination, tmp_path / "fetched")) == first
     if not destination.startswith("s3://"):
         parent = tmp_path / "published"
@@ -97,7 +91,7 @@ def test_concurrent_s3_publishers_cannot_interleave(s3_env, tmp_path, monkeypatc
             both_uploading.wait(timeout=60)
 
     monkeypatch.setattr("calgrpo.storage.folders.upload_file", upload_in_step)
-    sources = [_folder(tmp_path / name, {"a.bin": name.encode() * 100, "b.bin": name.encode() * 7})
+    sources = [write_tree(tmp_path / name, {"a.bin": name.encode() * 100, "b.bin": name.encode() * 7})
                for name in ("one", "two")]  # fmt: skip
     outcomes: dict[str, object] = {}
 
@@ -121,7 +115,7 @@ def test_concurrent_s3_publishers_cannot_interleave(s3_env, tmp_path, monkeypatc
 
 def test_concurrent_local_publishers_each_leave_a_whole_version(tmp_path) -> None:
     destination = tmp_path / "out"
-    sources = [_folder(tmp_path / f"s{i}", {f"{i}.bin": bytes([i]) * 5000, "same.bin": bytes([i]) * 99})
+    sources = [write_tree(tmp_path / f"s{i}", {f"{i}.bin": bytes([i]) * 5000, "same.bin": bytes([i]) * 99})
                for i in range(6)]  # fmt: skip
     threads = [threading.Thread(target=publish_folder, args=(s, str(destination))) for s in sources]
     for thread in threads:
@@ -135,7 +129,7 @@ def test_concurrent_local_publishers_each_leave_a_whole_version(tmp_path) -> Non
 def test_old_generations_are_removed_and_the_previous_one_kept(s3_env, tmp_path) -> None:
     destination = f"{s3_env}/many"
     for round_ in range(4):
-        manifest = publish_folder(_folder(tmp_path / f"v{round_}", {"x": str(round_).encode()}), destination)
+        manifest = publish_folder(write_tree(tmp_path / f"v{round_}", {"x": str(round_).encode()}), destination)
     generations = _generations_holding_files(destination)
     assert len(generations) == 2 and manifest["generation"] in generations
     assert _contents(fetch_folder(destination, tmp_path / "fetched")) == {"x": b"3"}
@@ -148,14 +142,14 @@ def _generations_holding_files(destination: str) -> set[str]:
 
 
 def test_a_local_destination_that_is_not_a_calgrpo_output_is_refused_untouched(tmp_path) -> None:
-    destination = _folder(tmp_path / "home", {"notes.txt": b"mine"})
+    destination = write_tree(tmp_path / "home", {"notes.txt": b"mine"})
     with pytest.raises(StorageError, match="not a calgrpo output"):
-        publish_folder(_folder(tmp_path / "src", {"a": b"1"}), str(destination))
+        publish_folder(write_tree(tmp_path / "src", {"a": b"1"}), str(destination))
     assert _contents(destination) == {"notes.txt": b"mine"}
 
 
 def test_single_files_are_read_through_their_folders_manifest(s3_env, tmp_path) -> None:
-    manifest = publish_folder(_folder(tmp_path / "src", {"problems.parquet": b"rows"}), f"{s3_env}/data")
+    manifest = publish_folder(write_tree(tmp_path / "src", {"problems.parquet": b"rows"}), f"{s3_env}/data")
     assert fetch_file(f"{s3_env}/data/problems.parquet", tmp_path / "p").read_bytes() == b"rows"
     write_bytes(source_of(f"{s3_env}/data", manifest, "problems.parquet"), b"forged rows")
     with pytest.raises(IntegrityError, match="does not match its manifest"):

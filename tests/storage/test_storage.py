@@ -27,13 +27,7 @@ from calgrpo.storage import (
 from calgrpo.storage.core import s3_client, split_s3
 from calgrpo.storage.embedded import EmbeddedS3
 from calgrpo.storage.folders import source_of
-
-
-def _folder(root, files: dict[str, bytes]):
-    for name, data in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_bytes(data)
-    return root
+from tests.helpers import write_tree
 
 
 def test_small_objects_roundtrip(s3_env, tmp_path) -> None:
@@ -59,7 +53,7 @@ def test_large_file_goes_multipart_and_roundtrips(s3_env, tmp_path) -> None:
 
 
 def test_folder_publish_and_fetch_with_manifest(s3_env, tmp_path) -> None:
-    source = _folder(tmp_path / "src", {"a.txt": b"alpha", "sub/b.bin": os.urandom(1000)})
+    source = write_tree(tmp_path / "src", {"a.txt": b"alpha", "sub/b.bin": os.urandom(1000)})
     manifest = publish_folder(source, f"{s3_env}/folder")
     assert set(manifest["files"]) == {"a.txt", "sub/b.bin"}
     fetched = fetch_folder(f"{s3_env}/folder", tmp_path / "dst")
@@ -69,7 +63,7 @@ def test_folder_publish_and_fetch_with_manifest(s3_env, tmp_path) -> None:
 
 
 def test_tampered_file_is_detected_and_nothing_is_kept(s3_env, tmp_path) -> None:
-    manifest = publish_folder(_folder(tmp_path / "src", {"a.txt": b"alpha", "b.txt": b"beta"}), f"{s3_env}/folder")
+    manifest = publish_folder(write_tree(tmp_path / "src", {"a.txt": b"alpha", "b.txt": b"beta"}), f"{s3_env}/folder")
     write_bytes(source_of(f"{s3_env}/folder", manifest, "b.txt"), b"BETA")  # where the manifest says b.txt is
     with pytest.raises(IntegrityError, match="b.txt does not match its manifest"):
         fetch_folder(f"{s3_env}/folder", tmp_path / "dst")
@@ -78,13 +72,13 @@ def test_tampered_file_is_detected_and_nothing_is_kept(s3_env, tmp_path) -> None
 
 
 def test_half_written_folder_is_refused(s3_env, tmp_path) -> None:
-    upload_file(_folder(tmp_path, {"a.txt": b"x"}) / "a.txt", f"{s3_env}/partial/a.txt")
+    upload_file(write_tree(tmp_path, {"a.txt": b"x"}) / "a.txt", f"{s3_env}/partial/a.txt")
     with pytest.raises(IncompleteOutputError, match="no manifest.json"):
         fetch_folder(f"{s3_env}/partial", tmp_path / "dst")
 
 
 def test_local_paths_work_the_same(tmp_path) -> None:
-    source = _folder(tmp_path / "src", {"x/y.txt": b"local"})
+    source = write_tree(tmp_path / "src", {"x/y.txt": b"local"})
     publish_folder(source, str(tmp_path / "published"))
     assert (fetch_folder(str(tmp_path / "published"), tmp_path / "dst") / "x/y.txt").read_bytes() == b"local"
     with pytest.raises(IncompleteOutputError):
@@ -108,7 +102,7 @@ def test_server_stopped_mid_upload_gives_a_clear_error_and_publishes_nothing(tmp
     try:
         for key, value in server.env().items():
             monkeypatch.setenv(key, value)
-        source = _folder(tmp_path / "src", {"a.bin": os.urandom(1 << 20), "big.bin": os.urandom(256 << 20)})
+        source = write_tree(tmp_path / "src", {"a.bin": os.urandom(1 << 20), "big.bin": os.urandom(256 << 20)})
         errors: list[Exception] = []
 
         def publish() -> None:
