@@ -83,3 +83,34 @@ def test_every_command_takes_a_config_file_that_flags_override(tmp_path) -> None
     result = _calgrpo("learn", "--config", str(tmp_path / "bad.yaml"))
     assert result.returncode == 2 and "unknown setting train.learning_rat" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_natural_mistakes_get_one_line_and_debug_a_traceback(tmp_path) -> None:
+    for args, message in [
+        (["train", "--attempts", str(tmp_path / "nope.parquet"), "--model", "m", "--output", str(tmp_path / "o")],
+         f"no such file or folder: {tmp_path / 'nope.parquet'}"),
+        (["verify", "--problems", str(tmp_path), "--attempts", "a.jsonl", "--output", "v.jsonl"],
+         f"{tmp_path} is a folder without problems.parquet"),
+    ]:  # fmt: skip
+        result = _calgrpo(*args)
+        assert result.returncode == 1 and f"calgrpo: error: {message}" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+        debugged = _calgrpo(*args, "--debug")  # every command takes --debug
+        assert debugged.returncode == 1 and "Traceback" in debugged.stderr
+
+
+def test_problems_may_be_an_ingest_output_folder(tmp_path) -> None:
+    import pandas as pd
+
+    from calgrpo.io import write_problems
+    from calgrpo.tasks import Problem
+
+    (tmp_path / "dataset").mkdir()
+    write_problems([Problem(id="g1", task="gsm8k", prompt="2+2?", answer="#### 4")],
+                   tmp_path / "dataset" / "problems.parquet")  # fmt: skip
+    pd.DataFrame({"problem_id": ["g1"], "sample": [0], "attempt": [1], "completion": ["#### 4"]}).to_parquet(
+        tmp_path / "completions.parquet")  # fmt: skip
+    result = _calgrpo("verify", "--problems", str(tmp_path / "dataset"), "--attempts",
+                      str(tmp_path / "completions.parquet"), "--output", str(tmp_path / "v.parquet"))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["per_task"]["gsm8k"]["pass_rate"] == 1.0

@@ -56,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``calgrpo`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    if debug and not _has_field(argv, "debug"):  # every command takes --debug
+        argv = [arg for arg in argv if arg != "--debug"]
     # Our own logs at INFO; libraries (Great Expectations, boto, transformers) only warn.
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
@@ -76,6 +78,37 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"calgrpo: error: {error}", file=sys.stderr)
         return 1
+    except OSError as error:  # a wrong path, a folder where a file was expected, no permission
+        if debug:
+            raise
+        print(f"calgrpo: error: {_describe(error)}", file=sys.stderr)
+        return 1
+    except Exception as error:  # noqa: BLE001 (one line for a person; --debug shows the traceback)
+        if debug:
+            raise
+        print(f"calgrpo: error: {type(error).__name__}: {error} (run with --debug for the traceback)",
+              file=sys.stderr)  # fmt: skip
+        return 1
+
+
+def _describe(error: OSError) -> str:
+    name = error.filename or str(error)
+    if isinstance(error, FileNotFoundError):
+        return f"no such file or folder: {name}"
+    if isinstance(error, IsADirectoryError):
+        return f"{name} is a folder; give a file"
+    if isinstance(error, PermissionError):
+        return f"permission denied: {name}"
+    return f"{error.strerror or type(error).__name__}: {name}"
+
+
+def _has_field(argv: list[str], name: str) -> bool:
+    """Whether the command named in ``argv`` has its own ``name`` setting."""
+    import dataclasses
+
+    command = f"{argv[0]}-{argv[1]}" if len(argv) > 1 and argv[0] in ("s3", "pipeline") else (argv or [""])[0]
+    cls = COMMANDS.get(command, (None,))[0]
+    return cls is not None and name in {f.name for f in dataclasses.fields(cls)}
 
 
 if __name__ == "__main__":

@@ -19,9 +19,21 @@ def write_problems(problems: list[Problem], path: str | Path) -> None:
 
 
 def read_problems(path: str | Path) -> list[Problem]:
+    """Problems from a problems.parquet file, or from an ingest output folder (its problems.parquet;
+    name a split's file, e.g. FOLDER/train.parquet, for one split)."""
     import pandas as pd
 
-    frame = pd.read_parquet(path)
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "problems.parquet").is_file():
+            raise InvalidInputError(f"{path} is a folder without problems.parquet: give a problems file")
+        path = path / "problems.parquet"
+    if not path.is_file():
+        raise InvalidInputError(f"no such problems file: {path}")
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as error:  # noqa: BLE001 (pyarrow raises several types for a non-parquet file)
+        raise InvalidInputError(f"{path} is not a parquet file ({type(error).__name__})") from None
     missing = [c for c in ("id", "task", "prompt", "answer") if c not in frame.columns]
     if missing:
         raise InvalidInputError(f"{path} is not a problems file: missing columns {missing}")
