@@ -101,6 +101,9 @@ def test_stage_chain_runs_in_kfp_local(tmp_path) -> None:
             seed=0,
             round_index=0,
         )
+        ALL["rollout"](problems=data.outputs["problems"], model=trained.outputs["new_model"], split="",
+                       problems_per_round=8, num_attempts=3, group_size=4, max_new_tokens=1, temperature=1.0,
+                       seed=0, round_index=1)  # fmt: skip
         scored = ALL["evaluate"](
             problems=data.outputs["problems"],
             model=trained.outputs["new_model"],
@@ -123,6 +126,13 @@ def test_stage_chain_runs_in_kfp_local(tmp_path) -> None:
     assert json.loads((version / "evidence" / "decision.json").read_text())["promoted"] is True
     metrics = json.loads((version / "evidence" / "metrics.json").read_text())
     assert len(metrics["candidate"]["v@k"]["mean"]) == 3
+    # policy_version is the training step, as `calgrpo learn` records it: 0 before, 2 after one round
+    # of 2 minibatches.
+    import pandas as pd
+
+    versions = {path.parent.parent.name: set(pd.read_parquet(path)["policy_version"])
+                for path in (tmp_path / "root").rglob("attempts.parquet")}  # fmt: skip
+    assert versions == {"rollout": {0}, "rollout-2": {2}}, versions
 
 
 def test_the_documented_reuse_example_compiles(tmp_path, monkeypatch) -> None:

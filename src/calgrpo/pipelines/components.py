@@ -98,7 +98,9 @@ def rollout(
     config = RolloutConfig(num_attempts=num_attempts, group_size=group_size, sampling=sampling)
     stream = derive_seed(seed, "rollout", round_index, int(shard_index), num_shards)
     generator = torch.Generator().manual_seed(stream)
-    records = rollout(chosen, engine, layout, config, generator, policy_version=round_index,
+    # policy_version: the training step of the model (0 before any training), as in `calgrpo learn`.
+    version = int(model.metadata.get("policy_version", 0))
+    records = rollout(chosen, engine, layout, config, generator, policy_version=version,
                       policy=content_fingerprint(model.path) or "")  # fmt: skip
     write_attempt_shard(records, attempts.path, int(shard_index), num_shards)
     attempts.metadata["shard"] = f"{int(shard_index)}/{num_shards}"
@@ -187,7 +189,7 @@ def train(
                           minibatches=minibatches, temperature=temperature, precision=precision, seed=seed,
                           round_index=round_index)  # fmt: skip
     result = run_train(config, processes=torch.cuda.device_count())
-    finish_round(result, train_state.path, new_model.path, metrics)
+    finish_round(result, train_state.path, new_model, metrics)
 
 
 @dsl.component(
@@ -244,7 +246,7 @@ def train_on_trainjob(
                           round_index=round_index)  # fmt: skip
     jobs = KubernetesTrainJobs()
     result = train_on_cluster(config, staging=join(staging, name), request=request, jobs=jobs)
-    finish_round(result, train_state.path, new_model.path, metrics)
+    finish_round(result, train_state.path, new_model, metrics)
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)

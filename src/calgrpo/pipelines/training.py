@@ -54,10 +54,13 @@ def round_config(
     )  # fmt: skip
 
 
-def finish_round(result: dict[str, Any], train_output: str, new_model: str, metrics) -> None:
+def finish_round(result: dict[str, Any], train_output: str, new_model, metrics) -> None:
     """The trained model as its own artifact (hard links where the filesystem allows, so no second
-    copy of the weights), and the round's metrics logged (``@`` is not allowed in KFP metric names)."""
-    shutil.copytree(Path(train_output, "model"), new_model, copy_function=_link_or_copy)
+    copy of the weights) carrying its training step as ``policy_version`` (what the next rollout
+    records, as ``calgrpo learn`` records its trainer's step), and the round's metrics logged (``@``
+    is not allowed in KFP metric names)."""
+    shutil.copytree(Path(train_output, "model"), new_model.path, copy_function=_link_or_copy)
+    new_model.metadata["policy_version"] = int(result["train/step"])
     for key, value in result.items():
         metrics.log_metric(key.replace("@", "_at_"), float(value))
 
