@@ -166,3 +166,41 @@ def test_a_lone_file_is_verified_by_the_checksum_recorded_at_upload(s3_env, tmp_
     write_bytes(f"{s3_env}/inputs/attempts.parquet", b"replaced")  # a plain PUT records no checksum
     with pytest.raises(IntegrityError, match="cannot be verified"):
         fetch_file(f"{s3_env}/inputs/attempts.parquet", tmp_path / "b")
+
+
+def test_cleanup_never_touches_a_generation_still_being_uploaded(s3_env, tmp_path, monkeypatch) -> None:
+    """B reads the manifest A just switched, and uploads while A cleans up: B's generation, not yet
+    published, must survive A's clean-up, so B's version (its manifest PUT succeeds) fetches whole."""
+    from calgrpo.storage import folders
+
+    destination = f"{s3_env}/overlap"
+    publish_folder(write_tree(tmp_path / "v0", {"x": b"0"}), destination)
+    publish_folder(write_tree(tmp_path / "v1", {"x": b"1"}), destination)
+    a_switched, b_uploaded, a_cleaned = threading.Event(), threading.Event(), threading.Event()
+    cleanup, upload = folders._delete_superseded, core.upload_file
+
+    def cleanup_of_a_waits_for_b(*args):
+        if threading.current_thread().name == "A":
+            a_switched.set()
+            assert b_uploaded.wait(timeout=60)
+            cleanup(*args)
+            a_cleaned.set()
+        else:
+            cleanup(*args)
+
+    def upload_of_b_waits_for_a(local, uri, *args, **kwargs):
+        upload(local, uri, *args, **kwargs)
+        if threading.current_thread().name == "B":
+            b_uploaded.set()
+            assert a_cleaned.wait(timeout=60)
+
+    monkeypatch.setattr(folders, "_delete_superseded", cleanup_of_a_waits_for_b)
+    monkeypatch.setattr(folders, "upload_file", upload_of_b_waits_for_a)
+    a = threading.Thread(target=publish_folder, args=(write_tree(tmp_path / "a", {"x": b"A"}), destination), name="A")
+    a.start()
+    assert a_switched.wait(timeout=60)
+    b = threading.Thread(target=publish_folder, args=(write_tree(tmp_path / "b", {"x": b"B"}), destination), name="B")
+    b.start()
+    a.join(timeout=120)
+    b.join(timeout=120)
+    assert _contents(fetch_folder(destination, tmp_path / "fetched")) == {"x": b"B"}

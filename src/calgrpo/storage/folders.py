@@ -7,7 +7,8 @@ fetch exactly the files it lists, from its generation. Files of an earlier publi
 appear beside a newer manifest, a writer dying mid-publish leaves the previous version whole, and
 of two concurrent publishers the second to finish gets :class:`ConflictError` (its generation is
 deleted again) instead of interleaving files. The previous generation is kept for readers still
-fetching it; older ones are deleted.
+fetching it; the one before it is deleted (only generations that were once current are ever
+deleted, so a concurrent publisher's upload in progress is never touched).
 
 **Local.** A publish builds the folder beside its destination and swaps it in with one
 ``renameat2(RENAME_EXCHANGE)``, under a ``flock`` that every local publisher of that destination
@@ -70,7 +71,9 @@ def _publish_s3(local: Path, uri: str) -> dict:
     manifest_uri = join(uri, MANIFEST)
     previous_raw, previous_tag = read_tagged(manifest_uri, client)
     generation = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(4)}"
-    manifest = {**build_manifest(local), "version": 2, "generation": generation}
+    previous_generation = _field(previous_raw, "generation")
+    manifest = {**build_manifest(local), "version": 2, "generation": generation,
+                "previous_generation": previous_generation}  # fmt: skip
     body = json.dumps(manifest, indent=1, sort_keys=True).encode()
     try:
         for name, entry in manifest["files"].items():
@@ -84,36 +87,39 @@ def _publish_s3(local: Path, uri: str) -> dict:
     except BaseException:
         _forget(uri, generation)  # a writer killed outright leaves it to the next publish
         raise
-    keep = {generation, _generation_of(previous_raw)}
-    _delete_old_generations(uri, keep, previous_raw, client)
+    _delete_superseded(uri, previous_raw, client)
     log.info("published %d files to %s (generation %s)", len(manifest["files"]), uri, generation)
     return manifest
 
 
-def _generation_of(raw: bytes | None) -> str | None:
+def _field(raw: bytes | None, key: str) -> str | None:
+    """A generation name from a manifest's bytes (None when absent or not a valid name)."""
     try:
-        return json.loads(raw).get("generation") if raw else None
+        value = json.loads(raw).get(key) if raw else None
     except (ValueError, AttributeError):
         return None
+    return value if isinstance(value, str) and _GENERATION.fullmatch(value) else None
 
 
-def _delete_old_generations(uri: str, keep: set[str | None], previous_raw: bytes | None, client) -> None:
-    """Every generation but ``keep``; and the files of a previous manifest from before generations
-    (they sat at their plain names), so nothing stale is left beside the manifest."""
-    bucket, prefix = split_s3(join(uri, GENERATIONS) + "/")
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/")
+def _delete_superseded(uri: str, previous_raw: bytes | None, client) -> None:
+    """Delete the version two publishes back (the previous one stays for readers still fetching
+    it), or the plain-named files of a previous manifest from before generations.
+
+    Only generations that were once current are deleted, never by listing: a concurrent
+    publisher's generation, still being uploaded, must survive until its manifest PUT decides."""
+    bucket = split_s3(uri)[0]
     try:
-        for page in pages:
-            for common in page.get("CommonPrefixes", []):
-                if common["Prefix"][len(prefix) :].rstrip("/") not in keep:
-                    _delete_prefix(f"s3://{bucket}/{common['Prefix']}", client)
-        if previous_raw and _generation_of(previous_raw) is None:
+        superseded = _field(previous_raw, "previous_generation")
+        if superseded is not None:
+            _delete_prefix(join(uri, GENERATIONS, superseded) + "/", client)
+        elif previous_raw and _field(previous_raw, "generation") is None:
             old = checked_entries(json.loads(previous_raw), join(uri, MANIFEST))
             keys = [{"Key": split_s3(join(uri, name))[1]} for name in old]
             for start in range(0, len(keys), 1000):
                 client.delete_objects(Bucket=bucket, Delete={"Objects": keys[start : start + 1000]})
-    except Exception as exc:  # the publish itself succeeded: old versions are only left behind
-        log.warning("published %s; removing older versions failed: %s", uri, _wrap(exc, "cleanup of", uri))
+    except Exception as exc:  # the publish itself succeeded: an old version is only left behind
+        error = _wrap(exc, "cleanup of", uri)
+        log.warning("published %s; removing the superseded version failed: %s", uri, error)
 
 
 def _forget(uri: str, generation: str) -> None:
