@@ -107,10 +107,13 @@ def test_promotion_needs_a_complete_evaluation(models, tmp_path) -> None:
         promote(PromoteConfig(model=models["trained"], evaluation=str(out), registry=str(tmp_path / "r"), first=True))
 
 
-def test_promotion_without_baseline_needs_first(models, tmp_path) -> None:
+def test_promotion_without_baseline_needs_first(models, tmp_path, capsys) -> None:
     out = tmp_path / "alone"
     evaluate(EvaluateConfig(problems=models["problems"], model=models["trained"], output=str(out), k=3, samples=2,
                             max_new_tokens=1, resamples=200))  # fmt: skip
+    # Not a terminal: progress is a JSON line per attempt round on stderr (a pod's log shows it).
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith('{"progress"')]
+    assert lines and lines[0]["done"] == 1 and all(line["total"] == 3 for line in lines)  # ends early when all solved
     registry = str(tmp_path / "registry")
     refused = promote(PromoteConfig(model=models["trained"], evaluation=str(out), registry=registry))
     assert not refused["promoted"] and "no baseline" in refused["reason"]

@@ -70,7 +70,9 @@ def _episodes(config: EvaluateConfig, model_uri: str, problems) -> tuple[Any, fl
     sampling = SamplingParams(temperature=config.temperature, max_new_tokens=budget, greedy=config.greedy)
     rollout_config = RolloutConfig(num_attempts=config.k, group_size=config.samples, sampling=sampling)
     engine = TransformersEngine(policy.model, policy.tokenizer.pad_token_id, layout.stop_token_ids)
-    records = rollout(problems, engine, layout, rollout_config, torch.Generator().manual_seed(config.seed))
+    # Progress on stderr: a bar on a terminal, a JSON line per attempt round in a pipe or a pod's log.
+    records = rollout(problems, engine, layout, rollout_config, torch.Generator().manual_seed(config.seed),
+                      show_progress=True)  # fmt: skip
     return episode_table(problems, records, config.samples), time.perf_counter() - started
 
 
