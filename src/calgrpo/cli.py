@@ -22,14 +22,19 @@ log = logging.getLogger("calgrpo")
 def parse(argv: Sequence[str]):
     """``(config, handler)`` for a command line, without running it (exits like argparse on bad usage;
     the configs' own checks raise ConfigError)."""
-    argv = list(argv)
-    if len(argv) >= 2 and argv[0] in ("s3", "pipeline") and not argv[1].startswith("-"):
-        argv = [f"{argv[0]}-{argv[1]}", *argv[2:]]  # `calgrpo s3 serve` is `calgrpo s3-serve`
-    argv = _expand_config_file(argv)
+    argv = _expand_config_file(_joined(argv))
     config = tyro.extras.subcommand_cli_from_dict(
         {name: cls for name, (cls, _) in COMMANDS.items()}, prog="calgrpo", args=argv
     )
     return config, next(h for cls, h in COMMANDS.values() if isinstance(config, cls))
+
+
+def _joined(argv: Sequence[str]) -> list[str]:
+    """``calgrpo s3 serve ...`` is ``calgrpo s3-serve ...`` (and ``pipeline X`` is ``pipeline-X``)."""
+    argv = list(argv)
+    if len(argv) >= 2 and argv[0] in ("s3", "pipeline") and not argv[1].startswith("-"):
+        return [f"{argv[0]}-{argv[1]}", *argv[2:]]
+    return argv
 
 
 def _expand_config_file(argv: list[str]) -> list[str]:
@@ -54,7 +59,7 @@ def _expand_config_file(argv: list[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``calgrpo`` console script."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _joined(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     if debug and not _has_field(argv, "debug"):  # every command takes --debug
         argv = [arg for arg in argv if arg != "--debug"]
@@ -103,11 +108,10 @@ def _describe(error: OSError) -> str:
 
 
 def _has_field(argv: list[str], name: str) -> bool:
-    """Whether the command named in ``argv`` has its own ``name`` setting."""
+    """Whether the command named in ``argv`` (joined) has its own ``name`` setting."""
     import dataclasses
 
-    command = f"{argv[0]}-{argv[1]}" if len(argv) > 1 and argv[0] in ("s3", "pipeline") else (argv or [""])[0]
-    cls = COMMANDS.get(command, (None,))[0]
+    cls = COMMANDS.get(argv[0] if argv else "", (None,))[0]
     return cls is not None and name in {f.name for f in dataclasses.fields(cls)}
 
 

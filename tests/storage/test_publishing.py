@@ -204,3 +204,19 @@ def test_cleanup_never_touches_a_generation_still_being_uploaded(s3_env, tmp_pat
     a.join(timeout=120)
     b.join(timeout=120)
     assert _contents(fetch_folder(destination, tmp_path / "fetched")) == {"x": b"B"}
+
+
+def test_hostile_sizes_are_refused_before_they_are_read(s3_env, tmp_path, monkeypatch) -> None:
+    """A file bigger than its manifest entry is refused before downloading it; a manifest bigger
+    than any real one is refused unread."""
+    manifest = publish_folder(write_tree(tmp_path / "src", {"a.txt": b"tiny"}), f"{s3_env}/sized")
+    write_bytes(source_of(f"{s3_env}/sized", manifest, "a.txt"), b"x" * (1 << 20))
+    with pytest.raises(IntegrityError, match=r"does not match its manifest \(size\)$"):
+        fetch_file(f"{s3_env}/sized/a.txt", tmp_path / "a")
+    with pytest.raises(IntegrityError, match=r"\(size\)$"):
+        fetch_folder(f"{s3_env}/sized", tmp_path / "dst")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "dst").exists()
+    monkeypatch.setattr(core, "SMALL_OBJECT_BYTES", 1000)
+    write_bytes(f"{s3_env}/sized/{MANIFEST}", b"{" + b" " * 2000 + b"}")
+    with pytest.raises(IntegrityError, match="larger than 1000 bytes"):
+        fetch_folder(f"{s3_env}/sized", tmp_path / "dst")

@@ -180,7 +180,10 @@ def _move_pointer(
         compare_and_swap(uri, json.dumps(pointer).encode(), expected_tag)
     except ConflictError:
         raw, _ = read_tagged(uri)
-        winner = json.loads(raw)["version"] if raw else "nothing"
+        try:
+            winner = json.loads(raw).get("version", "?") if raw else "nothing"
+        except (ValueError, AttributeError):  # the pointer is only named in a message here
+            winner = "an unreadable pointer"
         return False, (
             f"not promoted: another promotion moved the pointer (to {winner}) while this one ran, so the "
             f"evaluation's baseline is no longer the current model ({reason})"

@@ -82,15 +82,15 @@ def download_s3_folder(uri: str, cache_root: Path) -> Path:
     """Fetch a published model folder (manifest verified) into a cache keyed by its manifest."""
 
     from calgrpo.manifest import MANIFEST, is_complete
-    from calgrpo.storage.core import IncompleteOutputError, exists, join, read_bytes, split_s3
+    from calgrpo.storage.core import IncompleteOutputError, join, read_tagged, split_s3
     from calgrpo.storage.folders import fetch_folder
 
     split_s3(uri)  # a URI without a bucket fails here, with that message
-    if not exists(join(uri, MANIFEST)):
+    manifest, _ = read_tagged(join(uri, MANIFEST))  # bounded: the manifest comes from the bucket
+    if manifest is None:
         raise IncompleteOutputError(
             f"{uri} has no {MANIFEST}; publish model folders with `calgrpo s3 publish`"
         )
-    manifest = read_bytes(join(uri, MANIFEST))
     target = cache_root / hashlib.sha256(uri.encode() + manifest).hexdigest()[:16]
     if is_complete(target):
         return target

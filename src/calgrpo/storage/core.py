@@ -126,15 +126,25 @@ def upload_file(local: str | Path, uri: str, client=None, sha256: str | None = N
         raise _wrap(exc, "upload to", uri) from None
 
 
-def download_file(uri: str, local: str | Path, client=None) -> None:
-    """Copy ``uri`` to a local file, streamed in parts."""
+def download_file(uri: str, local: str | Path, client=None, expected_size: int | None = None) -> None:
+    """Copy ``uri`` to a local file, streamed in parts. With ``expected_size`` (a manifest's), an
+    object of another size is refused before a byte is downloaded: a hostile writer cannot make a
+    reader fill its disk with a file the manifest says is small."""
     Path(local).parent.mkdir(parents=True, exist_ok=True)
     if not is_s3(uri):
+        if expected_size is not None and Path(uri).stat().st_size != expected_size:
+            raise IntegrityError(f"{uri} does not match its manifest (size)")
         shutil.copyfile(uri, local)
         return
     bucket, key = split_s3(uri)
+    client = client or s3_client()
     try:
-        (client or s3_client()).download_file(bucket, key, str(local), Config=_transfer_config())
+        if expected_size is not None:
+            if client.head_object(Bucket=bucket, Key=key)["ContentLength"] != expected_size:
+                raise IntegrityError(f"{uri} does not match its manifest (size)")
+        client.download_file(bucket, key, str(local), Config=_transfer_config())
+    except IntegrityError:
+        raise
     except Exception as exc:
         raise _wrap(exc, "download of", uri) from None
 
@@ -166,23 +176,39 @@ def write_bytes(uri: str, data: bytes, client=None) -> None:
         raise _wrap(exc, "write to", uri) from None
 
 
+SMALL_OBJECT_BYTES = 64 << 20  # manifests (100,000 entries at most) and pointers are far smaller
+
+
 def read_tagged(uri: str, client=None) -> tuple[bytes | None, str | None]:
     """(content, tag) of a small object, (None, None) when there is none; pass the tag to
-    :func:`compare_and_swap`. The tag is the S3 ETag, locally the sha256 of the content."""
+    :func:`compare_and_swap`. The tag is the S3 ETag, locally the sha256 of the content. An object
+    over :data:`SMALL_OBJECT_BYTES` is refused unread (manifests and pointers come from storage
+    others can write)."""
+    too_large = f"{uri} is larger than {SMALL_OBJECT_BYTES} bytes: not a manifest or pointer"
+    tag = None
     if not is_s3(uri):
         try:
-            data = Path(uri).read_bytes()
+            with open(uri, "rb") as handle:
+                data = handle.read(SMALL_OBJECT_BYTES + 1)
         except FileNotFoundError:
             return None, None
-        return data, hashlib.sha256(data).hexdigest()
-    bucket, key = split_s3(uri)
-    try:
-        reply = (client or s3_client()).get_object(Bucket=bucket, Key=key)
-        return reply["Body"].read(), reply["ETag"]
-    except Exception as exc:
-        if _code(exc) in ("404", "NoSuchKey", "NotFound"):
-            return None, None
-        raise _wrap(exc, "read of", uri) from None
+    else:
+        bucket, key = split_s3(uri)
+        try:
+            reply = (client or s3_client()).get_object(Bucket=bucket, Key=key)
+            if reply.get("ContentLength", 0) > SMALL_OBJECT_BYTES:
+                reply["Body"].close()
+                raise IntegrityError(too_large)
+            data, tag = reply["Body"].read(SMALL_OBJECT_BYTES + 1), reply["ETag"]
+        except IntegrityError:
+            raise
+        except Exception as exc:
+            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None, None
+            raise _wrap(exc, "read of", uri) from None
+    if len(data) > SMALL_OBJECT_BYTES:
+        raise IntegrityError(too_large)
+    return data, tag or hashlib.sha256(data).hexdigest()
 
 
 def compare_and_swap(uri: str, data: bytes, expected: str | None, client=None) -> str:

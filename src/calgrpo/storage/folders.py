@@ -235,7 +235,7 @@ def _fetch_version(uri: str, manifest: dict, files: dict[str, dict], local: Path
             target = staging / name
             if not target.resolve().is_relative_to(staging.resolve()):  # belt and braces: symlinks
                 raise IntegrityError(f"{join(uri, MANIFEST)}: {name!r} resolves outside the destination")
-            download_file(source_of(uri, manifest, name), target, client)
+            download_file(source_of(uri, manifest, name), target, client, expected_size=entry["size"])
             _check(target, entry, join(uri, name))
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
         if local.exists():
@@ -271,7 +271,7 @@ def fetch_file(uri: str, local: str | Path) -> Path:
         return _fetch_checksummed(uri, local, client)
     if name not in files:
         raise IntegrityError(f"{uri} is not in the manifest of {folder}: a stale or foreign file")
-    download_file(source_of(folder, manifest, name), local, client)
+    download_file(source_of(folder, manifest, name), local, client, expected_size=files[name]["size"])
     _check(local, files[name], uri)
     return local
 

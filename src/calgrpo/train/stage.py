@@ -86,7 +86,9 @@ def train_stage(config: TrainStageConfig) -> dict[str, Any]:
             from calgrpo.verify import apply_verdicts, read_verdicts
 
             records = apply_verdicts(records, read_verdicts(local_copy(config.verdicts, scratch)))
-        policy = None if config.off_policy else content_fingerprint(config.model)
+        # Hashing the model folder is a full read of it: only when the attempts name their policy.
+        known = not config.off_policy and any(r.policy for r in records)
+        policy = content_fingerprint(config.model) if known else None
         check_on_policy(records, config.train.temperature, policy)
         num_attempts = config.num_attempts or max(r.attempt for r in records)
         if context.local_rank != 0:  # one download per node into the model cache, then everyone reads it
