@@ -11,9 +11,9 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from calgrpo.commands_infra import INFRA_COMMANDS
 from calgrpo.errors import ConfigError
@@ -21,7 +21,7 @@ from calgrpo.evaluation.promotion import PromoteConfig
 from calgrpo.evaluation.stage import EvaluateConfig
 from calgrpo.ingest.pipeline import IngestConfig
 from calgrpo.learn import LearnConfig
-from calgrpo.rollout.config import RolloutConfig, VLLMSettings
+from calgrpo.rollout.stage import RolloutStageConfig
 from calgrpo.train.stage import TrainStageConfig
 from calgrpo.verify import VerifyStageConfig
 
@@ -139,35 +139,6 @@ class ProblemsCommand:
     """Problem ids are PREFIX-000000, PREFIX-000001, ..."""
 
 
-@dataclass(frozen=True)
-class RolloutCommand:
-    """Run the multi-attempt rollout: G episodes of up to K attempts per problem, with verifier feedback.
-
-    Writes attempts.parquet, one row per attempt (token ids, behaviour log-probs, verdict, feedback).
-    """
-
-    problems: Path
-    """problems.parquet to solve."""
-    model: str
-    """Policy: hub id, local folder or s3:// prefix."""
-    output: Path
-    """Where to write attempts.parquet."""
-    rollout: RolloutConfig = field(default_factory=RolloutConfig)
-    """Attempts K, group size G, sampling."""
-    seed: int = 0
-    """Seed of every sampling draw (same seed, same attempts)."""
-    policy_version: int = 0
-    """Recorded in each row: the training step of this policy."""
-    reuse_cache: bool = True
-    """Keep the KV cache across attempts instead of re-encoding the history (transformers engine)."""
-    engine: Literal["transformers", "vllm"] = "transformers"
-    """``transformers`` (CPU or GPU) or ``vllm`` (GPU, the ``gpu`` extra; prefix caching)."""
-    vllm: VLLMSettings = field(default_factory=VLLMSettings)
-    """Settings of the vLLM engine."""
-    threads: int | None = None
-    """CPU threads for torch (default: torch's choice)."""
-
-
 def run_verify_command(config: VerifyStageConfig) -> int:
     from calgrpo.verify import verify_stage
 
@@ -225,35 +196,10 @@ def run_problems(config: ProblemsCommand) -> int:
     return 0
 
 
-def run_rollout_command(config: RolloutCommand) -> int:
-    import torch
+def run_rollout_command(config: RolloutStageConfig) -> int:
+    from calgrpo.rollout.stage import rollout_stage
 
-    from calgrpo.io import read_problems
-    from calgrpo.metrics import verification_at_k
-    from calgrpo.rollout.engine import open_engine
-    from calgrpo.rollout.loop import rollout
-    from calgrpo.rollout.records import write_attempts
-    from calgrpo.storage.folders import content_fingerprint
-
-    _set_threads(config.threads)
-    problems = read_problems(config.problems)
-    _, layout, engine = open_engine(
-        config.engine, config.model, reuse_cache=config.reuse_cache, vllm_settings=config.vllm
-    )
-    records = rollout(
-        problems,
-        engine,
-        layout,
-        config.rollout,
-        torch.Generator().manual_seed(config.seed),
-        policy_version=config.policy_version,
-        policy=content_fingerprint(config.model) or "",
-        show_progress=True,
-    )
-    write_attempts(records, config.output)
-    result = {"attempts": len(records), "output": str(config.output)}
-    result.update(verification_at_k(records, config.rollout.num_attempts))
-    print(json.dumps(result))
+    print(json.dumps(rollout_stage(config)))
     return 0
 
 
@@ -299,7 +245,7 @@ COMMANDS: dict[str, tuple[type, Callable[[Any], int]]] = {
     "evaluate": (EvaluateConfig, run_evaluate),
     "promote": (PromoteConfig, run_promote),
     "problems": (ProblemsCommand, run_problems),
-    "rollout": (RolloutCommand, run_rollout_command),
+    "rollout": (RolloutStageConfig, run_rollout_command),
     "verify": (VerifyStageConfig, run_verify_command),
     "train": (TrainStageConfig, run_train_command),
     "learn": (LearnConfig, run_learn_command),

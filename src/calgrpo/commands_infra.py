@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from calgrpo.errors import CalgrpoError, ConfigError
-from calgrpo.pipelines.local import RunLocalConfig
+from calgrpo.pipelines.config import PipelineConfig
+from calgrpo.pipelines.local import RunLocalConfig, as_pipeline_config
 
 log = logging.getLogger("calgrpo")
 
@@ -77,19 +78,19 @@ def run_s3_publish(config: S3PublishCommand) -> int:
     return 0
 
 
-@dataclass(frozen=True)
-class PipelineCompileCommand:
+@dataclass(frozen=True, kw_only=True)
+class PipelineCompileCommand(PipelineConfig):
     """Compile the stage components (for kfp.components.load_component_from_file) and the pipelines.
 
-    Image names come from CALGRPO_IMAGE_REPO and CALGRPO_IMAGE_TAG at compile time.
+    The train pipeline's ``config`` parameter defaults to this command's settings (--config FILE and
+    the same flags as ``calgrpo learn``); its rounds are unrolled. Image names come from
+    CALGRPO_IMAGE_REPO and CALGRPO_IMAGE_TAG at compile time.
     """
 
     components_dir: Path = Path("components")
     """Where component YAMLs go: <dir>/<stage>/component.yaml."""
     pipelines_dir: Path = Path("pipelines")
     """Where the pipeline YAMLs go: train.yaml and evaluate.yaml."""
-    rounds: int = 2
-    """Rollout -> verify -> train rounds unrolled into the train pipeline (>= 1)."""
     train_nodes: int = 1
     """Nodes each round's training spans; > 1 runs it as a Kubeflow Trainer TrainJob (compile time)."""
 
@@ -108,12 +109,10 @@ def run_pipeline_compile(config: PipelineCompileCommand) -> int:
     _require_kfp()
     from calgrpo.pipelines.compile import compile_components, compile_pipelines
 
-    if config.rounds < 1 or config.train_nodes < 1:
-        raise ConfigError(
-            f"--rounds and --train-nodes must be >= 1, got {config.rounds} and {config.train_nodes}"
-        )
+    if config.train_nodes < 1:
+        raise ConfigError(f"--train-nodes must be >= 1, got {config.train_nodes}")
     components = compile_components(config.components_dir)
-    pipelines = compile_pipelines(config.pipelines_dir, config.rounds, config.train_nodes)
+    pipelines = compile_pipelines(config.pipelines_dir, as_pipeline_config(config), config.train_nodes)
     print(json.dumps({"components": [str(p) for p in components], "pipelines": [str(p) for p in pipelines]}))
     return 0
 
@@ -152,9 +151,13 @@ def describe_run(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-@dataclass(frozen=True)
-class PipelineSubmitCommand:
-    """Submit a run of the train or evaluate pipeline (or a compiled YAML) to a KFP host."""
+@dataclass(frozen=True, kw_only=True)
+class PipelineSubmitCommand(PipelineConfig):
+    """Submit a run of the train pipeline (or the evaluate pipeline, or a compiled YAML) to a KFP host.
+
+    The run's config is this command's settings (--config FILE and the same flags as ``calgrpo
+    learn``), validated here before anything is compiled or sent.
+    """
 
     host: str
     """KFP API endpoint, e.g. http://localhost:8080 after a port-forward of ml-pipeline-ui."""
@@ -163,11 +166,10 @@ class PipelineSubmitCommand:
     experiment: str = "calgrpo"
     """Experiment to file the run under (created if missing)."""
     param: tuple[str, ...] = ()
-    """Pipeline parameters as NAME=VALUE, typed from the pipeline's definitions."""
+    """Where tasks run, as NAME=VALUE (gpu_type, gpu_count, gpu_node_selector, s3_secret, staging,
+    trainer_image); for the evaluate pipeline, its parameters."""
     run_name: str | None = None
     """Display name of the run."""
-    rounds: int = 2
-    """Rounds unrolled into the train pipeline when it is compiled here."""
     service_account: str = "calgrpo-pipeline"
     """Kubernetes ServiceAccount the run's pods use (infra/base creates calgrpo-pipeline; '' = KFP's
     default)."""
@@ -175,9 +177,10 @@ class PipelineSubmitCommand:
     """Nodes each round's training spans; > 1 runs it as a Kubeflow Trainer TrainJob (compile time)."""
 
 
-@dataclass(frozen=True)
-class PipelineScheduleCommand:
-    """Schedule recurring runs (e.g. weekly retraining) on a Kubeflow Pipelines host."""
+@dataclass(frozen=True, kw_only=True)
+class PipelineScheduleCommand(PipelineConfig):
+    """Schedule recurring runs (e.g. weekly retraining) of the train pipeline on a KFP host, with
+    this command's settings as the runs' config (validated here)."""
 
     host: str
     """KFP API endpoint."""
@@ -190,13 +193,11 @@ class PipelineScheduleCommand:
     experiment: str = "calgrpo"
     """Experiment to file the runs under."""
     param: tuple[str, ...] = ()
-    """Pipeline parameters as NAME=VALUE."""
+    """Where tasks run, as NAME=VALUE (see ``pipeline submit``)."""
     max_concurrency: int = 1
     """Runs allowed at once (1: a slow run delays the next instead of overlapping it)."""
     catchup: bool = False
     """Backfill missed intervals after a pause (off: only the latest one runs)."""
-    rounds: int = 2
-    """Rounds unrolled into the train pipeline when it is compiled here."""
     service_account: str = "calgrpo-pipeline"
     """Kubernetes ServiceAccount the run's pods use (infra/base creates calgrpo-pipeline; '' = KFP's
     default)."""
@@ -209,9 +210,9 @@ def run_pipeline_submit(config: PipelineSubmitCommand) -> int:
     from calgrpo.pipelines.submit import submit
 
     result = submit(
-        config.host, config.pipeline, config.experiment, list(config.param), config.run_name, config.rounds,
-        config.train_nodes, config.service_account or None,
-    )
+        config.host, config.pipeline, config.experiment, list(config.param), config.run_name,
+        as_pipeline_config(config), config.train_nodes, config.service_account or None,
+    )  # fmt: skip
     print(json.dumps(result))
     return 0
 
@@ -227,7 +228,7 @@ def run_pipeline_schedule(config: PipelineScheduleCommand) -> int:
         config.cron,
         config.name,
         list(config.param),
-        config.rounds,
+        as_pipeline_config(config),
         max_concurrency=config.max_concurrency,
         catchup=config.catchup,
         train_nodes=config.train_nodes,

@@ -18,6 +18,35 @@ def write_problems(problems: list[Problem], path: str | Path) -> None:
     pd.DataFrame([p.to_row() for p in problems], columns=PROBLEM_COLUMNS).to_parquet(path, index=False)
 
 
+def load_problems(uri: str | Path) -> list[Problem]:
+    """Problems from anywhere a command takes them: a problems.parquet or an ingest output folder,
+    locally or on s3:// (a folder's files checked against its manifest), ``FOLDER#SPLIT`` for one
+    split of an ingest output (``runs/data#train``)."""
+    import tempfile
+
+    from calgrpo.storage.core import is_s3
+    from calgrpo.storage.folders import fetch_folder, local_copy
+
+    base, _, split = str(uri).partition("#")
+    with tempfile.TemporaryDirectory(prefix="calgrpo-problems-") as scratch:
+        if is_s3(base):
+            if split or not base.endswith(".parquet"):
+                path = fetch_folder(base, Path(scratch, "problems"))
+            else:
+                path = local_copy(base, scratch)
+        else:
+            path = Path(base)
+        if split:
+            if not path.is_dir():
+                raise InvalidInputError(f"{uri}: #SPLIT names a split of an ingest output folder, and {base} "
+                                        "is not a folder")  # fmt: skip
+            if not (path / f"{split}.parquet").is_file():
+                splits = sorted(p.stem for p in path.glob("*.parquet") if p.stem in ("train", "eval", "test"))
+                raise InvalidInputError(f"{uri}: {base} has no split {split!r} (splits: {splits or 'none'})")
+            path = path / f"{split}.parquet"
+        return read_problems(path)
+
+
 def read_problems(path: str | Path) -> list[Problem]:
     """Problems from a problems.parquet file, or from an ingest output folder (its problems.parquet;
     name a split's file, e.g. FOLDER/train.parquet, for one split)."""

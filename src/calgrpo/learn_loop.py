@@ -12,16 +12,25 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from calgrpo.errors import ConfigError, InvalidInputError
 from calgrpo.learn import LearnConfig
 from calgrpo.metrics import verification_at_k
-from calgrpo.models.loading import Policy, load_policy
-from calgrpo.models.tiny import save_tiny_policy
+from calgrpo.models.loading import load_policy
 from calgrpo.progress import progress
 from calgrpo.rollout.chat import ChatLayout
 from calgrpo.rollout.hf_engine import TransformersEngine
 from calgrpo.rollout.loop import rollout
-from calgrpo.seeding import derive_seed, generator_for
+from calgrpo.run_config import (
+    eval_problems,
+    initial_model,
+    minibatch_seed,
+    prepare_problems,
+    rollout_seed,
+    round_problems,
+)
+from calgrpo.seeding import generator_for
 from calgrpo.train.batch import build_batch
 from calgrpo.train.checkpoint import checkpoint_folder, latest_checkpoint, load_checkpoint, save_checkpoint
 from calgrpo.train.trainer import Trainer
@@ -33,7 +42,7 @@ class LearnLoop:
     """State of one ``learn`` run: policy, trainer, task, evaluation set, run folder."""
 
     def __init__(self, config: LearnConfig):
-        from calgrpo.tasks import get_task
+        from calgrpo.configs import write_config
 
         self.config = config
         self.output = Path(config.output)
@@ -41,11 +50,12 @@ class LearnLoop:
         self.metrics_path = self.output / "metrics.jsonl"
         self.checkpoints = self.output / "checkpoints"
         self.resume_from = check_run_folder(config, self.metrics_path, self.checkpoints)
-        self.task = get_task(config.task, num_values=config.num_values, hint_prob=config.hint_prob)
-        self.eval_set = self.task.generate(
-            config.eval_problems, derive_seed(config.seed, "eval"), id_prefix="eval"
-        )
-        self.policy = self._load_initial_policy()
+        write_config(config, self.output / "config.json")  # the resolved config, next to the run
+        # The same problems, seeds and initial model as the train pipeline (calgrpo.run_config).
+        self.problems = prepare_problems(config, self.output / "problems")
+        self.tasks = {} if config.dataset is not None else {config.task: config.synthetic_task()}
+        self.eval_set = eval_problems(self.problems)
+        self.policy = load_policy(initial_model(config, self.problems, self.output / "initial_model"))
         self.layout = ChatLayout(self.policy.tokenizer)
         self.engine = TransformersEngine(
             self.policy.model,
@@ -55,18 +65,6 @@ class LearnLoop:
         )
         ref_model = copy.deepcopy(self.policy.model).eval() if config.train.kl_coef > 0 else None
         self.trainer = Trainer(self.policy.model, config.train, ref_model=ref_model)
-
-    def _load_initial_policy(self) -> Policy:
-        config = self.config
-        uri = config.model
-        if uri.startswith("tiny:"):
-            architecture = uri.removeprefix("tiny:")
-            if architecture not in ("llama", "qwen2"):
-                raise ConfigError(f"--model {uri}: tiny models are tiny:llama or tiny:qwen2")
-            tiny = dataclasses.replace(config.tiny, architecture=architecture)
-            texts = self.task.sample_texts(self.task.generate(512, derive_seed(config.seed, "vocab")))
-            uri = str(save_tiny_policy(tiny, texts, self.output / "initial_model"))
-        return load_policy(uri)
 
     def evaluate(self, label: str) -> dict[str, float]:
         """V@1..V@K on the fixed evaluation set (same seed every time, so curves are comparable)."""
@@ -80,7 +78,7 @@ class LearnLoop:
             eval_rollout,
             generator_for(config.seed, "eval-rollout"),
             policy_version=self.trainer.step,
-            tasks={self.task.name: self.task},
+            tasks=self.tasks,
         )
         result = verification_at_k(records, config.rollout.num_attempts)
         log.info("eval %s: %s", label, ", ".join(f"{k}={v:.3f}" for k, v in result.items()))
@@ -98,24 +96,21 @@ class LearnLoop:
         )
         for round_index in bar:
             started = time.perf_counter()
-            problems = self.task.generate(
-                config.prompts_per_round,
-                derive_seed(config.seed, "problems", round_index),
-                id_prefix=f"r{round_index}",
-            )
+            problems = round_problems(config, self.problems, round_index)
             self.policy.model.eval()
             records = rollout(
                 problems,
                 self.engine,
                 self.layout,
                 config.rollout,
-                generator_for(config.seed, "rollout", round_index),
+                torch.Generator().manual_seed(rollout_seed(config.seed, round_index)),
                 policy_version=self.trainer.step,
-                tasks={self.task.name: self.task},
+                tasks=self.tasks,
             )
             rollout_s = time.perf_counter() - started
             batch = build_batch(records, num_attempts, self.policy.tokenizer.pad_token_id)
-            metrics = self.trainer.train_on(batch, generator_for(config.seed, "minibatches", round_index))
+            order = torch.Generator().manual_seed(minibatch_seed(config.seed, round_index))
+            metrics = self.trainer.train_on(batch, order)
             done = round_index + 1
             metrics.update(
                 {
@@ -247,7 +242,9 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def config_to_json(config: LearnConfig) -> dict[str, Any]:
-    return json.loads(json.dumps(dataclasses.asdict(config), default=str))
+    from calgrpo.configs import to_json
+
+    return to_json(config)
 
 
 def append_jsonl(path: Path, row: dict[str, Any]) -> None:

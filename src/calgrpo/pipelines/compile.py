@@ -24,15 +24,15 @@ def compile_components(output_dir: str | Path) -> list[Path]:
     return written
 
 
-def compile_pipelines(output_dir: str | Path, rounds: int = 2, train_nodes: int = 1) -> list[Path]:
-    """Compile the train (``rounds`` unrolled; TrainJob training when ``train_nodes`` > 1) and evaluate
-    pipelines to YAML."""
+def compile_pipelines(output_dir: str | Path, config=None, train_nodes: int = 1) -> list[Path]:
+    """Compile the train (``config``, a PipelineConfig, as its config parameter's default, its rounds
+    unrolled; TrainJob training when ``train_nodes`` > 1) and evaluate pipelines to YAML."""
     from kfp import compiler
 
     from calgrpo.pipelines.definitions import build_train_pipeline, evaluate_pipeline
 
     Path(output_dir).mkdir(parents=True, exist_ok=True)
     written = [Path(output_dir, "train.yaml"), Path(output_dir, "evaluate.yaml")]
-    compiler.Compiler().compile(build_train_pipeline(rounds, train_nodes), str(written[0]))
+    compiler.Compiler().compile(build_train_pipeline(config, train_nodes), str(written[0]))
     compiler.Compiler().compile(evaluate_pipeline, str(written[1]))
     return written

@@ -48,101 +48,97 @@ def ingest(
     problems.metadata.update({k: card[k] for k in ("published", "quarantined", "content_hash")})
 
 
-@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
-def rollout(
-    problems: Input[Dataset],
-    model: Input[Model],
-    split: str,
-    problems_per_round: int,
-    num_attempts: int,
-    group_size: int,
-    max_new_tokens: int,
-    temperature: float,
-    seed: int,
-    round_index: int,
-    attempts: Output[Dataset],
-    shard_index: int = 0,
-    num_shards: int = 1,
-    gpu_type: str = "",
-    gpu_count: str = "",
-    engine: str = "transformers",
-):
-    """Multi-attempt rollout with verifier feedback of shard ``shard_index`` of ``num_shards`` of the
-    round's problems; writes attempts.parquet and shard.json (``merge_attempts`` joins the shards).
-
-    ``problems_per_round`` 0: the whole split, else a seeded draw per round; ``max_new_tokens`` 0: the task's.
-    ``engine``: ``transformers`` or ``vllm`` (GPU image; prefix caching, continuous batching).
-    ``gpu_type``/``gpu_count`` only label the artifact (throughput is per accelerator); passing them
-    also makes the KFP compiler route them into a ParallelFor, where the accelerator request reads them.
-    """
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def prepare_problems(config: str, rounds: int, problems: Output[Dataset], report: Output[Markdown]):
+    """The run's problems: its dataset ingested (normalised, validated with Great Expectations; bad
+    data fails the run) into train and eval splits, or a synthetic task's fixed evaluation set.
+    ``rounds``: the rounds compiled into the pipeline, which the config must match."""
     from pathlib import Path
 
-    import pandas as pd
-    import torch
+    from calgrpo.pipelines.config import read_pipeline_config
+    from calgrpo.pipelines.steps import prepare_problems_step
 
-    from calgrpo.io import read_problems
-    from calgrpo.rollout.config import RolloutConfig, SamplingParams
-    from calgrpo.rollout.engine import open_engine
-    from calgrpo.rollout.loop import problems_for_round, rollout, shard_of
-    from calgrpo.rollout.records import write_attempt_shard
-    from calgrpo.seeding import derive_seed
-    from calgrpo.storage.folders import content_fingerprint
-    from calgrpo.tasks import TASKS
-
-    chosen = read_problems(Path(problems.path, f"{split}.parquet" if split else "problems.parquet"))
-    chosen = problems_for_round(chosen, problems_per_round, seed, round_index)
-    chosen = shard_of(chosen, int(shard_index), num_shards)  # ParallelFor items may arrive as floats
-    _, layout, engine = open_engine(engine, model.path)
-    budget = max_new_tokens or max(TASKS.get(p.task).default_max_new_tokens for p in chosen)
-    sampling = SamplingParams(temperature=temperature, max_new_tokens=budget)
-    config = RolloutConfig(num_attempts=num_attempts, group_size=group_size, sampling=sampling)
-    stream = derive_seed(seed, "rollout", round_index, int(shard_index), num_shards)
-    generator = torch.Generator().manual_seed(stream)
-    # policy_version: the training step of the model (0 before any training), as in `calgrpo learn`.
-    version = int(model.metadata.get("policy_version", 0))
-    records = rollout(chosen, engine, layout, config, generator, policy_version=version,
-                      policy=content_fingerprint(model.path) or "")  # fmt: skip
-    write_attempt_shard(records, attempts.path, int(shard_index), num_shards)
-    attempts.metadata["shard"] = f"{int(shard_index)}/{num_shards}"
-    attempts.metadata["accelerator"] = f"{gpu_count} x {gpu_type}"
-    attempts.metadata["attempts"] = len(records)
-    attempts.metadata["v@k"] = float(
-        pd.Series([r.reward for r in records]).sum() / max(len(chosen) * group_size, 1)
-    )
+    text = prepare_problems_step(read_pipeline_config(config), rounds, problems.path)
+    Path(report.path).write_text(text)
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def plan_shards(num_shards: int) -> list[int]:
-    """[0, 1, ..., num_shards - 1]: the items of the rollout fan-out."""
-    if num_shards < 1:
-        raise ValueError(f"rollout_shards must be >= 1, got {num_shards}")
-    return list(range(num_shards))
+def resolve_run_model(config: str, which: str) -> str:
+    """The concrete URI of the run's ``model`` or ``baseline`` (a registry pointer resolved to its
+    version; an empty baseline: the registry's current model, "" when none). Never cached: a
+    pointer's target changes while its URI does not."""
+    from calgrpo.pipelines.config import read_pipeline_config
+    from calgrpo.pipelines.steps import resolve_model_step
+
+    return resolve_model_step(read_pipeline_config(config), which)
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def initial_model(config: str, model_uri: str, problems: Input[Dataset], model: Output[Model]):
+    """The run's starting policy as a Model artifact (tiny:* built exactly as ``calgrpo learn`` does)."""
+    from calgrpo.pipelines.config import read_pipeline_config
+    from calgrpo.pipelines.steps import fetch_model_step
+
+    fetch_model_step(read_pipeline_config(config), model_uri, problems.path, model.path)
+    model.metadata["source"] = model_uri
+    model.metadata["policy_version"] = 0
+
+
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+def rollout(
+    config: str,
+    round_index: int,
+    problems: Input[Dataset],
+    model: Input[Model],
+    attempts: Output[Dataset],
+    shard_index: int = 0,
+    gpu_type: str = "",
+    gpu_count: str = "",
+):
+    """Multi-attempt rollout with verifier feedback of round ``round_index``'s problems (shard
+    ``shard_index`` of the config's ``rollout_shards``); writes attempts.parquet, the round's
+    problems and shard.json (``merge_attempts`` joins the shards). ``gpu_type``/``gpu_count`` only
+    label the artifact; passing them also routes them into a ParallelFor, where the accelerator
+    request reads them."""
+    from calgrpo.pipelines.config import read_pipeline_config
+    from calgrpo.pipelines.steps import rollout_step
+
+    # policy_version: the training step of the model (0 before any training), as in `calgrpo learn`.
+    version = int(model.metadata.get("policy_version", 0))
+    result = rollout_step(read_pipeline_config(config), round_index, int(shard_index), problems.path,
+                          model.path, version, attempts.path)  # fmt: skip
+    attempts.metadata.update({"shard": f"{int(shard_index)}", "accelerator": f"{gpu_count} x {gpu_type}",
+                              "attempts": result["attempts"]})  # fmt: skip
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def plan_shards(config: str) -> list[int]:
+    """[0, 1, ..., rollout_shards - 1]: the items of the rollout fan-out."""
+    from calgrpo.pipelines.config import read_pipeline_config
+
+    return list(range(read_pipeline_config(config).rollout_shards))
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def merge_attempts(shards: Input[list[Dataset]], attempts: Output[Dataset]):
-    """The rollout shards of one round as one attempts.parquet, in shard order (whatever order the
-    fan-out collected them in); a missing or repeated shard fails the task."""
-    from pathlib import Path
+    """The rollout shards of one round as one attempts.parquet (and problems.parquet), in shard order
+    (whatever order the fan-out collected them in); a missing or repeated shard fails the task."""
+    from calgrpo.pipelines.steps import merge_step
 
-    from calgrpo.rollout.records import merge_attempt_shards, write_attempts
-
-    records = merge_attempt_shards([shard.path for shard in shards])
-    Path(attempts.path).mkdir(parents=True, exist_ok=True)
-    write_attempts(records, Path(attempts.path, "attempts.parquet"))
-    attempts.metadata["attempts"] = len(records)
+    attempts.metadata["attempts"] = merge_step([shard.path for shard in shards], attempts.path)
 
 
 @dsl.component(base_image=SANDBOX_IMAGE, install_kfp_package=False)
 def verify(
     problems: Input[Dataset], attempts: Input[Dataset], verdicts: Output[Dataset], summary: Output[Metrics]
 ):
-    """Authoritative verdicts (code in the sandbox); pass rates as KFP metrics. ``attempts`` is the
+    """Authoritative verdicts (code in the sandbox); pass rates as KFP metrics. ``problems``: a folder
+    with problems.parquet (ingest's output, or a round's attempts folder). ``attempts`` is the
     rollout's folder (attempts.parquet) or any table file, or a folder holding one, with the columns
     problem_id, sample, attempt, completion (parquet or JSONL)."""
     from pathlib import Path
 
-    from calgrpo.pipelines.training import attempts_table
+    from calgrpo.pipelines.steps import attempts_table
     from calgrpo.verify import VerifyStageConfig, verify_stage
 
     Path(verdicts.path).mkdir(parents=True, exist_ok=True)
@@ -155,41 +151,32 @@ def verify(
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def train(
+    config: str,
+    round_index: int,
     attempts: Input[Dataset],
     verdicts: Input[Dataset],
     model: Input[Model],
-    method: str,
-    learning_rate: float,
-    ppo_epochs: int,
-    minibatches: int,
-    temperature: float,
-    precision: str,
-    seed: int,
-    round_index: int,
+    initial: Input[Model],
     new_model: Output[Model],
     train_state: Output[Artifact],
     metrics: Output[Metrics],
     state: Input[Artifact] = None,
 ):
-    """CAL-GRPO on one rollout batch with authoritative rewards; writes the updated model and the
-    training state (optimizer, scheduler, step) that the next round's ``state`` continues.
-
-    ``temperature`` must be the rollout's: tokens are scored at the temperature they were sampled at.
-    ``precision``: ``bf16`` (autocast, fp32 master weights; for GPUs) or ``fp32``. With several GPUs
-    in the pod the step runs under torchrun (FSDP) on all of them; the update is the same.
-    """
+    """CAL-GRPO on one rollout batch with authoritative rewards (every setting of the config's
+    ``train``); writes the updated model and the training state (optimizer, scheduler, step) that
+    the next round's ``state`` continues. ``initial``: the KL anchor when ``train.kl_coef`` > 0. With
+    several GPUs in the pod the step runs under torchrun on all of them; the update is the same."""
     import torch
 
-    from calgrpo.pipelines.training import finish_round, round_config
+    from calgrpo.pipelines.config import read_pipeline_config
+    from calgrpo.pipelines.steps import finish_round, train_round_config
     from calgrpo.train.launch import run_train
 
-    config = round_config(attempts=attempts.path, verdicts=verdicts.path, model=model.path,
-                          output=train_state.path, state=state.path if state is not None else None,
-                          method=method, learning_rate=learning_rate, ppo_epochs=ppo_epochs,
-                          minibatches=minibatches, temperature=temperature, precision=precision, seed=seed,
-                          round_index=round_index)  # fmt: skip
-    result = run_train(config, processes=torch.cuda.device_count())
-    finish_round(result, train_state.path, new_model, metrics)
+    previous = state.path if state is not None else None
+    stage = train_round_config(read_pipeline_config(config), round_index, attempts=attempts.path,
+                               verdicts=verdicts.path, model=model.path, output=train_state.path,
+                               state=previous, reference=initial.path)  # fmt: skip
+    finish_round(run_train(stage, processes=torch.cuda.device_count()), train_state.path, new_model, metrics)
 
 
 @dsl.component(
@@ -205,17 +192,12 @@ def train(
     ],
 )
 def train_on_trainjob(
+    config: str,
+    round_index: int,
     attempts: Input[Dataset],
     verdicts: Input[Dataset],
     model: Input[Model],
-    method: str,
-    learning_rate: float,
-    ppo_epochs: int,
-    minibatches: int,
-    temperature: float,
-    precision: str,
-    seed: int,
-    round_index: int,
+    initial: Input[Model],
     num_nodes: int,
     procs_per_node: str,
     staging: str,
@@ -231,7 +213,8 @@ def train_on_trainjob(
     its failure reason reported, the job deleted either way."""
     import uuid
 
-    from calgrpo.pipelines.training import finish_round, round_config
+    from calgrpo.pipelines.config import read_pipeline_config
+    from calgrpo.pipelines.steps import finish_round, train_round_config
     from calgrpo.storage.core import join
     from calgrpo.train.launch import request_from_task_config
     from calgrpo.train.trainjob import KubernetesTrainJobs, train_on_cluster
@@ -239,14 +222,33 @@ def train_on_trainjob(
     name = f"calgrpo-train-r{round_index}-{uuid.uuid4().hex[:8]}"
     request = request_from_task_config(task_config, name=name, image=trainer_image, num_nodes=num_nodes,
                                        procs_per_node=int(procs_per_node))  # fmt: skip
-    config = round_config(attempts=attempts.path, verdicts=verdicts.path, model=model.path,
-                          output=train_state.path, state=state.path if state is not None else None,
-                          method=method, learning_rate=learning_rate, ppo_epochs=ppo_epochs,
-                          minibatches=minibatches, temperature=temperature, precision=precision, seed=seed,
-                          round_index=round_index)  # fmt: skip
-    jobs = KubernetesTrainJobs()
-    result = train_on_cluster(config, staging=join(staging, name), request=request, jobs=jobs)
+    previous = state.path if state is not None else None
+    stage = train_round_config(read_pipeline_config(config), round_index, attempts=attempts.path,
+                               verdicts=verdicts.path, model=model.path, output=train_state.path,
+                               state=previous, reference=initial.path)  # fmt: skip
+    result = train_on_cluster(stage, staging=join(staging, name), request=request, jobs=KubernetesTrainJobs())
     finish_round(result, train_state.path, new_model, metrics)
+
+
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+def evaluate_run(
+    config: str,
+    problems: Input[Dataset],
+    model: Input[Model],
+    initial: Input[Model],
+    baseline_uri: str,
+    results: Output[Dataset],
+    report: Output[Markdown],
+    metrics: Output[Metrics],
+):
+    """V@1..V@K of the trained model on the run's evaluation split with bootstrap intervals, paired
+    with ``baseline_uri`` (empty: the initial model); reports, per-problem rows."""
+    from calgrpo.pipelines.config import read_pipeline_config
+    from calgrpo.pipelines.steps import evaluate_step, log_evaluation
+
+    outcome = evaluate_step(read_pipeline_config(config), problems.path, model.path, baseline_uri,
+                            initial.path, results.path)  # fmt: skip
+    log_evaluation(outcome, results.path, report, metrics)
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
@@ -267,17 +269,14 @@ def evaluate(
     from pathlib import Path
 
     from calgrpo.evaluation.stage import EvaluateConfig, evaluate
+    from calgrpo.pipelines.steps import log_evaluation
 
     chosen = Path(problems.path, f"{split}.parquet" if split else "problems.parquet")
     outcome = evaluate(EvaluateConfig(
         problems=str(chosen), model=model.path, baseline=baseline_uri or None, output=results.path,
         k=num_attempts, samples=samples, max_new_tokens=max_new_tokens or None, seed=seed,
     ))  # fmt: skip
-    Path(report.path).write_text(Path(results.path, "report.md").read_text())
-    for k, value in enumerate(outcome["candidate"]["v@k"]["mean"], start=1):
-        metrics.log_metric(f"eval/v_at_{k}", value)
-    if "difference" in outcome:
-        metrics.log_metric("eval/difference_low", outcome["difference"]["low"][-1])
+    log_evaluation(outcome, results.path, report, metrics)
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -297,26 +296,28 @@ def resolve_model(uri: str, registry: str, name: str) -> str:
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def promote(
-    model: Input[Model], results: Input[Dataset], registry: str, name: str, margin: float, first: bool
-) -> bool:
-    """Register the model as a version; move the current pointer if the evaluation clears the margin."""
-    from calgrpo.evaluation.promotion import PromoteConfig, promote
+def promote(config: str, model: Input[Model], results: Input[Dataset]) -> bool:
+    """Register the model as a version in the config's registry; move the current pointer if the
+    evaluation clears the margin (no registry configured: nothing to do, False)."""
+    from calgrpo.pipelines.config import read_pipeline_config
+    from calgrpo.pipelines.steps import promote_step
 
-    decision = promote(PromoteConfig(model=model.path, evaluation=results.path, registry=registry, name=name,
-                                     margin=margin, first=first))  # fmt: skip
-    return bool(decision["promoted"])
+    return promote_step(read_pipeline_config(config), model.path, results.path)
 
 
 ALL = {
     "fetch_model": fetch_model,
     "ingest": ingest,
+    "prepare_problems": prepare_problems,
+    "resolve_run_model": resolve_run_model,
+    "initial_model": initial_model,
     "plan_shards": plan_shards,
     "rollout": rollout,
     "merge_attempts": merge_attempts,
     "verify": verify,
     "train": train,
     "train_on_trainjob": train_on_trainjob,
+    "evaluate_run": evaluate_run,
     "evaluate": evaluate,
     "resolve_model": resolve_model,
     "promote": promote,

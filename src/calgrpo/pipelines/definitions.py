@@ -1,10 +1,11 @@
 """The `train` and `evaluate` pipelines, with their Kubernetes settings (kfp-kubernetes).
 
-Rounds are unrolled when the pipeline is built (``build_train_pipeline(rounds)``); everything else
-a user tunes is a pipeline parameter. GPU stages (rollout, train, evaluate) get the accelerator
-type/limit, a GPU toleration and a memory-backed /dev/shm; stages that touch S3 get the credentials
-Secret as environment variables; flaky stages retry with backoff; every stage has a timeout; ingest
-is cached, training is not; verify runs as a non-root user.
+Rounds are unrolled when the pipeline is built (``build_train_pipeline(config)``); everything else
+that changes the numbers travels in the one ``config`` parameter, and the other parameters only
+place tasks. GPU stages (rollout, train, evaluate) get the accelerator type/limit, a GPU toleration
+and a memory-backed /dev/shm; stages that touch S3 get the credentials Secret as environment
+variables; flaky stages retry with backoff; every stage has a timeout; ingest is cached, training
+is not; verify runs as a non-root user.
 """
 
 # No `from __future__ import annotations`: KFP reads the pipeline signatures' real annotations.
@@ -56,8 +57,15 @@ def _resolved(uri, registry, name, s3_secret):
     return task.output
 
 
+def _run_resolved(config, which, s3_secret):
+    """A ``resolve_run_model`` task for the run's ``model`` or ``baseline`` (uncached, as above)."""
+    task = ALL["resolve_run_model"](config=config, which=which)
+    _retry(_s3(_cpu(task, "1", "1G", 600), s3_secret)).set_caching_options(False)
+    return task.output
+
+
 def _dataset_and_model(dataset_format, dataset_uri, eval_fraction, model_uri, s3_secret):
-    """What every pipeline starts with: ingest the dataset, resolve and fetch the model (both cached)."""
+    """The evaluate pipeline's start: ingest the dataset, resolve and fetch the model (both cached)."""
     data = ALL["ingest"](format=dataset_format, source=dataset_uri, eval_fraction=eval_fraction, limit=0)
     _retry(_s3(_cpu(data, "2", "8G", 3600), s3_secret)).set_caching_options(True)
     model = ALL["fetch_model"](model_uri=_resolved(model_uri, "", "", s3_secret))
@@ -65,48 +73,30 @@ def _dataset_and_model(dataset_format, dataset_uri, eval_fraction, model_uri, s3
     return data, model
 
 
-def build_train_pipeline(rounds: int = 2, train_nodes: int = 1):
-    """ingest -> fetch model -> ``rounds`` x (rollout fan-out -> merge -> verify -> train) -> evaluate
-    -> promote.
+def build_train_pipeline(config=None, train_nodes: int = 1):
+    """prepare problems -> initial model -> ``config.rounds`` x (rollout fan-out -> merge -> verify ->
+    train) -> evaluate -> promote.
 
-    The final model is evaluated against ``baseline_uri``, or when that is empty against the registry's
-    current model, so a scheduled retraining only replaces what is serving when it measurably beats it.
-    The pipeline's output is the evaluation folder (metrics.json, report.md/html, per_problem.parquet).
-    With ``train_nodes`` > 1 each round's training runs as a Kubeflow Trainer TrainJob of that many
-    nodes x ``gpu_count`` GPUs (``train_on_trainjob``), its inputs staged under ``staging``.
+    Every setting that changes the numbers is in the one ``config`` parameter (a PipelineConfig as
+    JSON, ``config``'s value its default); its rounds are unrolled here, so a run's config must keep
+    them. The other parameters say where tasks run (GPUs, the S3 Secret, the TrainJob's staging and
+    image). The trained model is evaluated against the config's baseline (by default the registry's
+    current model, or the initial one when nothing was promoted) and promoted when it beats it by
+    the margin. With ``train_nodes`` > 1 each round's training runs as a Kubeflow Trainer TrainJob of
+    that many nodes x ``gpu_count`` GPUs (``train_on_trainjob``), its inputs staged under ``staging``.
     """
-    if rounds < 1:
-        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    from calgrpo.pipelines.config import PipelineConfig, pipeline_config_json
+
+    config = config if config is not None else PipelineConfig()
     if train_nodes < 1:
         raise ValueError(f"train_nodes must be >= 1, got {train_nodes}")
+    rounds = config.rounds
 
     @dsl.pipeline(
         name="calgrpo-train", description=f"CAL-GRPO training, {rounds} rounds, then evaluate and promote"
     )
     def train_pipeline(
-        dataset_uri: str,
-        dataset_format: str = "gsm8k",
-        model_uri: str = "tiny:llama",
-        baseline_uri: str = "",
-        registry: str = "s3://calgrpo/registry",
-        model_name: str = "policy",
-        problems_per_round: int = 64,
-        rollout_shards: int = 1,
-        rollout_engine: str = "transformers",
-        num_attempts: int = 5,
-        group_size: int = 8,
-        max_new_tokens: int = 0,
-        temperature: float = 1.0,
-        method: str = "cal",
-        learning_rate: float = 1e-6,
-        ppo_epochs: int = 1,
-        minibatches: int = 1,
-        precision: str = "bf16",
-        eval_fraction: float = 0.1,
-        eval_samples: int = 4,
-        margin: float = 0.0,
-        promote_first: bool = False,
-        seed: int = 0,
+        config: str = pipeline_config_json(config),
         gpu_type: str = "nvidia.com/gpu",
         gpu_count: str = "1",
         gpu_node_selector: dict = {},  # noqa: B006 (a KFP parameter default; the body runs once, at compile time)
@@ -115,36 +105,35 @@ def build_train_pipeline(rounds: int = 2, train_nodes: int = 1):
         trainer_image: str = GPU_IMAGE,
     ) -> Dataset:
         gpu = (gpu_type, gpu_count, gpu_node_selector)
-        data, base = _dataset_and_model(dataset_format, dataset_uri, eval_fraction, model_uri, s3_secret)
-        model = base.outputs["model"]
-        shards = ALL["plan_shards"](num_shards=rollout_shards)
+        data = ALL["prepare_problems"](config=config, rounds=rounds)
+        _retry(_s3(_cpu(data, "2", "8G", 3600), s3_secret)).set_caching_options(True)
+        problems = data.outputs["problems"]
+        base = ALL["initial_model"](config=config, model_uri=_run_resolved(config, "model", s3_secret),
+                                    problems=problems)  # fmt: skip
+        _retry(_s3(_cpu(base, "2", "16G", 3600), s3_secret)).set_caching_options(True)
+        initial = model = base.outputs["model"]
+        shards = ALL["plan_shards"](config=config)
         _cpu(shards, "100m", "256M", 300).set_caching_options(True)
         state = None  # the previous round's training state (AdamW moments, scheduler, step)
         for round_index in range(rounds):
             # Fan-out: each shard of the round's problems on its own GPU task, merged in shard order.
             with dsl.ParallelFor(shards.output, name=f"rollout-round-{round_index + 1}") as shard:
-                part = ALL["rollout"](
-                    problems=data.outputs["problems"], model=model, split="train",
-                    problems_per_round=problems_per_round, num_attempts=num_attempts, group_size=group_size,
-                    max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
-                    round_index=round_index, shard_index=shard, num_shards=rollout_shards, gpu_type=gpu_type,
-                    gpu_count=gpu_count, engine=rollout_engine,
-                )  # fmt: skip
+                part = ALL["rollout"](config=config, round_index=round_index, problems=problems, model=model,
+                                      shard_index=shard, gpu_type=gpu_type, gpu_count=gpu_count)  # fmt: skip
                 _retry(_gpu(part, gpu, 4 * 3600)).set_caching_options(False)
             attempts = ALL["merge_attempts"](shards=dsl.Collected(part.outputs["attempts"]))
             _cpu(attempts, "1", "4G", 1800).set_caching_options(False)
-            verdicts = ALL["verify"](problems=data.outputs["problems"], attempts=attempts.outputs["attempts"])
+            # The merged attempts folder holds the round's problems too: verify reads both from it.
+            merged = attempts.outputs["attempts"]
+            verdicts = ALL["verify"](problems=merged, attempts=merged)
             _cpu(verdicts, "2", "8G", 3600).set_caching_options(False)
             kubernetes.set_security_context(
                 verdicts, run_as_user=65534, run_as_group=65534, run_as_non_root=True
             )
             # infra/base/networkpolicy-verify.yaml selects these pods by this label.
             kubernetes.add_pod_label(verdicts, VERIFY_LABEL[0], VERIFY_LABEL[1])
-            step = dict(
-                attempts=attempts.outputs["attempts"], verdicts=verdicts.outputs["verdicts"], model=model,
-                method=method, learning_rate=learning_rate, ppo_epochs=ppo_epochs, minibatches=minibatches,
-                temperature=temperature, precision=precision, seed=seed, round_index=round_index,
-            )  # fmt: skip
+            step = dict(config=config, round_index=round_index, attempts=attempts.outputs["attempts"],
+                        verdicts=verdicts.outputs["verdicts"], model=model, initial=initial)  # fmt: skip
             if state is not None:
                 step["state"] = state
             if train_nodes > 1:  # more GPUs than a pod holds: the step runs as a Kubeflow Trainer TrainJob
@@ -155,16 +144,11 @@ def build_train_pipeline(rounds: int = 2, train_nodes: int = 1):
                 trained = ALL["train"](**step)
             _gpu(trained, gpu, 8 * 3600).set_caching_options(False)
             model, state = trained.outputs["new_model"], trained.outputs["train_state"]
-        baseline = _resolved(baseline_uri, registry, model_name, s3_secret)
-        scored = ALL["evaluate"](
-            problems=data.outputs["problems"], model=model, baseline_uri=baseline, split="eval",
-            num_attempts=num_attempts, samples=eval_samples, max_new_tokens=max_new_tokens, seed=seed,
-        )  # fmt: skip
+        scored = ALL["evaluate_run"](config=config, problems=problems, model=model, initial=initial,
+                                     baseline_uri=_run_resolved(config, "baseline", s3_secret))  # fmt: skip
         _retry(_s3(_gpu(scored, gpu, 4 * 3600), s3_secret)).set_caching_options(False)
-        with dsl.If(registry != "", name="promotion-enabled"):
-            decision = ALL["promote"](model=model, results=scored.outputs["results"], registry=registry,
-                                      name=model_name, margin=margin, first=promote_first)  # fmt: skip
-            _retry(_s3(_cpu(decision, "1", "4G", 1800), s3_secret)).set_caching_options(False)
+        decision = ALL["promote"](config=config, model=model, results=scored.outputs["results"])
+        _retry(_s3(_cpu(decision, "1", "4G", 1800), s3_secret)).set_caching_options(False)
         return scored.outputs["results"]
 
     return train_pipeline

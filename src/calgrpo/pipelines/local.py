@@ -3,119 +3,83 @@
 Components run as subprocesses of this Python (kfp.local's SubprocessRunner, no containers); the
 Kubernetes settings are cluster-only and ignored here. With no S3 configured, an s3:// registry or
 model gets an embedded SeaweedFS server for the duration of the run, its data kept under the root,
-so a later run-local with the same root reads the models an earlier one promoted.
+so a later run-local with the same root reads the models an earlier one promoted. kfp.local's own
+output (every task's logs and outputs) goes to ROOT/run-local.log; the terminal gets one line per
+task (all of it with --verbose).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
+import re
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from calgrpo.errors import check_ranges
-
-INITIAL = "initial"
+from calgrpo.pipelines.config import PipelineConfig
 
 
 @dataclass(frozen=True)
-class RunLocalConfig:
-    """Run a pipeline locally (kfp.local), by default training a tiny model on generated guess problems."""
+class RunLocalConfig(PipelineConfig):
+    """Run a pipeline locally (kfp.local): the train pipeline with the same config as ``calgrpo
+    learn`` (by default a tiny model on the guess task), or the evaluate pipeline."""
 
     pipeline: Literal["train", "evaluate"] = "train"
-    """Which pipeline to run: ``train`` (rounds, evaluate, promote) or ``evaluate`` (the model only)."""
+    """Which pipeline to run: ``train`` (rounds, evaluate, promote) or ``evaluate`` (--model against
+    --baseline on the dataset, or on the synthetic task's evaluation problems)."""
     root: Path = Path("runs/kfp")
-    """Pipeline root: artifacts of every task, the generated dataset, the embedded S3's data."""
-    dataset_uri: str | None = None
-    """Dataset to ingest; default: ``--problems`` generated guess problems in the root."""
-    problems: int = 1024
-    """Guess problems to generate when no dataset is given; ingest keeps the distinct (hint, answer)
-    pairs, at most ``guess_values`` squared, and the train pipeline holds a quarter out for eval."""
-    guess_values: int = 16
-    """N of the generated guess problems (numbers 0..N-1 to guess)."""
-    dataset_format: str = "jsonl"
-    """Its --format for ingest."""
-    model_uri: str = "tiny:llama"
-    """Initial policy (train) or the model to evaluate (evaluate)."""
-    baseline_uri: str = INITIAL
-    """Model to compare with: ``initial`` (train: the starting model, for V@K before and after training;
-    evaluate: none), a model URI, or empty (train: the registry's current model, as on a cluster)."""
-    registry: str = "s3://calgrpo/registry"
-    """Model registry for the promotion step (empty: skip promotion)."""
-    rounds: int = 8
-    """Rollout -> verify -> train rounds."""
-    num_attempts: int = 4
-    """K."""
-    group_size: int = 8
-    """G."""
-    rollout_shards: int = 1
-    """Rollout tasks per round (the fan-out; here they run one after another)."""
-    max_new_tokens: int = 1
-    """Attempt length (0: the task's own budget)."""
-    learning_rate: float = 3e-3
-    """Learning rate of each round's training."""
-    ppo_epochs: int = 2
-    """Passes over each round's rollouts."""
-    minibatches: int = 8
-    """Optimizer steps per pass."""
-    precision: str = "fp32"
-    """Training precision: ``fp32`` (right for CPUs) or ``bf16`` (autocast; GPUs)."""
-    eval_samples: int = 8
-    """Evaluation episodes per problem."""
-    seed: int = 0
-    """Seed of every stage."""
-    promote_first: bool = True
-    """Promote without a baseline when the registry is empty."""
-
-    def __post_init__(self) -> None:
-        check_ranges("run-local", self, {
-            "rounds": (self.rounds >= 1, ">= 1"), "problems": (self.problems >= 8, ">= 8"),
-            "guess_values": (self.guess_values >= 2, ">= 2"),
-        })  # fmt: skip
+    """Pipeline root: artifacts of every task, the log, the embedded S3's data."""
+    verbose: bool = False
+    """Show kfp.local's full output (every task's logs) instead of one line per task."""
 
 
-def _generated_problems(root: Path, count: int, num_values: int) -> str:
-    from calgrpo.tasks import get_task
+def _evaluation_dataset(config: RunLocalConfig) -> str:
+    """The evaluate pipeline's dataset: the configured one, or the synthetic task's evaluation
+    problems written as JSONL (ingest's ``jsonl`` format)."""
+    if config.dataset is not None:
+        return config.dataset
+    from calgrpo.run_config import eval_problems, prepare_problems
 
-    problems = get_task("guess", num_values=num_values).generate(count, seed=0)
-    path = root / "problems.jsonl"
-    path.write_text("".join(json.dumps({**p.to_row(), "meta": p.meta}) + "\n" for p in problems))
+    folder = prepare_problems(config, config.root / "generated")
+    path = config.root / "generated" / "eval.jsonl"
+    path.write_text("".join(json.dumps({**p.to_row(), "meta": p.meta}) + "\n" for p in eval_problems(folder)))
     return str(path)
 
 
-def _materialised(root: Path, model_uri: str) -> str:
-    """tiny:<arch> built once into the root, so that the initial model can also be the baseline."""
-    if not model_uri.startswith("tiny:"):
-        return model_uri
-    from calgrpo.models.tiny import save_tiny_from_uri
-
-    folder = root / f"initial-{model_uri.removeprefix('tiny:')}"
-    if not (folder / "config.json").is_file():
-        save_tiny_from_uri(model_uri, folder)
-    return str(folder)
-
-
-def _run_pipeline(config: RunLocalConfig, dataset: str, model: str):
+def _run_pipeline(config: RunLocalConfig):
     """Run the chosen pipeline in kfp.local (already initialised); returns kfp.local's task."""
+    from calgrpo.pipelines.config import pipeline_config_json
     from calgrpo.pipelines.definitions import build_train_pipeline, evaluate_pipeline
 
-    common = dict(
-        dataset_uri=dataset, dataset_format=config.dataset_format, model_uri=model,
-        num_attempts=config.num_attempts, max_new_tokens=config.max_new_tokens, seed=config.seed,
-    )  # fmt: skip
     if config.pipeline == "evaluate":
-        baseline = "" if config.baseline_uri == INITIAL else config.baseline_uri
-        return evaluate_pipeline(**common, baseline_uri=baseline, samples=config.eval_samples)
-    return build_train_pipeline(config.rounds)(
-        **common, baseline_uri=model if config.baseline_uri == INITIAL else config.baseline_uri,
-        registry=config.registry, group_size=config.group_size, rollout_shards=config.rollout_shards,
-        learning_rate=config.learning_rate, ppo_epochs=config.ppo_epochs, minibatches=config.minibatches,
-        precision=config.precision, eval_fraction=0.25, eval_samples=config.eval_samples,
-        promote_first=config.promote_first,
-    )  # fmt: skip
+        model = config.model
+        if model.startswith("tiny:"):
+            from calgrpo.run_config import initial_model, prepare_problems
+
+            problems = prepare_problems(config, config.root / "generated")
+            model = initial_model(config, problems, config.root / f"initial-{model.removeprefix('tiny:')}")
+        dataset_format = config.dataset_format if config.dataset is not None else "jsonl"
+        return evaluate_pipeline(
+            dataset_uri=_evaluation_dataset(config), dataset_format=dataset_format, model_uri=model,
+            baseline_uri=config.baseline, num_attempts=config.rollout.num_attempts,
+            samples=config.eval_samples, max_new_tokens=config.rollout.sampling.max_new_tokens or 0,
+            seed=config.seed,
+        )  # fmt: skip
+    pipeline = as_pipeline_config(config)
+    return build_train_pipeline(pipeline)(config=pipeline_config_json(pipeline))
+
+
+def as_pipeline_config(config: PipelineConfig) -> PipelineConfig:
+    """The PipelineConfig part of a command's config that extends it (its own fields dropped)."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(PipelineConfig)}
+    return PipelineConfig(**{name: getattr(config, name) for name in names})
 
 
 def summarise_evaluation(folder: str | Path) -> dict[str, Any]:
@@ -132,33 +96,82 @@ def summarise_evaluation(folder: str | Path) -> dict[str, Any]:
     return summary
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_TASK_EVENT = re.compile(r"Task '([^']+)' finished with status (\w+)")
+
+
+class TaskLines(io.TextIOBase):
+    """Where kfp.local writes: everything to the log, and one line per finished task to ``echo``."""
+
+    def __init__(self, log, echo, verbose: bool):
+        self.log, self.echo, self.verbose = log, echo, verbose
+        self.started = time.perf_counter()
+        self.pending = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        if self.verbose:
+            self.echo.write(text)
+            return len(text)
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            match = _TASK_EVENT.search(_ANSI.sub("", line))
+            if match:
+                elapsed = time.perf_counter() - self.started
+                self.echo.write(f"  [{elapsed:6.0f} s] {match.group(1):<28} {match.group(2).lower()}\n")
+                self.echo.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        self.log.flush()
+        self.echo.flush()
+
+
 def run_local(config: RunLocalConfig) -> dict[str, Any]:
     """Run the pipeline; returns V@K (before and after), where the report and artifacts are, the promotion."""
+    import dataclasses
+
     from kfp import local
 
     from calgrpo.evaluation.promotion import current_version
     from calgrpo.storage.core import is_s3
     from calgrpo.storage.embedded import s3_for
 
-    root = Path(config.root).resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    dataset = config.dataset_uri or _generated_problems(root, config.problems, config.guess_values)
-    model = _materialised(root, config.model_uri)
+    config = dataclasses.replace(config, root=Path(config.root).resolve())
+    config.root.mkdir(parents=True, exist_ok=True)
     registry = config.registry if config.pipeline == "train" else ""
     # One embedded server serves every s3:// URI of the run (a registry, or a model promoted earlier).
-    s3_uri = next((uri for uri in (registry, model, config.baseline_uri, dataset) if is_s3(uri)), "")
+    uris = (registry, config.model, config.baseline, config.dataset or "")
+    s3_uri = next((uri for uri in uris if is_s3(uri)), "")
+    log_path = config.root / "run-local.log"
     started = time.perf_counter()
-    with s3_for(s3_uri, root / "s3") as server:
-        before = current_version(registry, "policy") if registry else None
-        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root / "artifacts"))
-        with contextlib.redirect_stdout(sys.stderr):  # kfp.local logs every task; stdout is for results
-            results = _run_pipeline(config, dataset, model).output  # the evaluation folder
-        current = current_version(registry, "policy") if registry else None
+    print(f"calgrpo: the {config.pipeline} pipeline in kfp.local; full log: {log_path}", file=sys.stderr)
+    with s3_for(s3_uri, config.root / "s3") as server, open(log_path, "w") as log:
+        before = current_version(registry, config.model_name) if registry else None
+        artifacts = str(config.root / "artifacts")
+        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=artifacts)
+        # kfp.local prints every task's logs on stdout: they go to the log, a line a task to stderr.
+        lines = TaskLines(log, sys.stderr, config.verbose)
+        with contextlib.redirect_stdout(lines), warnings.catch_warnings():
+            # kfp.local warns, for every task, that cluster settings and images do nothing here.
+            warnings.showwarning = lambda message, category, *_, **__: lines.write(
+                f"{category.__name__}: {message}\n"
+            )
+            try:
+                results = _run_pipeline(config).output  # the evaluation folder
+            except RuntimeError as failure:  # kfp.local: "Pipeline ... finished with status FAILURE"
+                raise RuntimeError(f"{failure}; the failing task's output is in {log_path}") from None
+        current = current_version(registry, config.model_name) if registry else None
     return {
         "pipeline": config.pipeline,
         "elapsed_s": round(time.perf_counter() - started, 2),
         **summarise_evaluation(results.path),
-        "artifacts": str(root / "artifacts"),
+        "artifacts": str(config.root / "artifacts"),
+        "log": str(log_path),
         "registry": registry or None,
         "promoted": current is not None and current != before,
         "embedded_s3": server.endpoint if server is not None else None,

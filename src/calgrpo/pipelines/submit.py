@@ -111,12 +111,13 @@ def parse_params(pairs: list[str] | tuple[str, ...], package: Path) -> dict[str,
     return arguments
 
 
-def package_for(pipeline: str, workdir: Path, rounds: int, train_nodes: int = 1) -> Path:
-    """A compiled pipeline: ``train`` or ``evaluate`` (compiled now), or the path of a YAML file."""
+def package_for(pipeline: str, workdir: Path, config=None, train_nodes: int = 1) -> Path:
+    """A compiled pipeline: ``train`` or ``evaluate`` (compiled now, the train pipeline with
+    ``config``'s rounds), or the path of a YAML file."""
     if pipeline in ("train", "evaluate"):
         from calgrpo.pipelines.compile import compile_pipelines
 
-        compile_pipelines(workdir, rounds=rounds, train_nodes=train_nodes)
+        compile_pipelines(workdir, config, train_nodes=train_nodes)
         return workdir / f"{pipeline}.yaml"
     path = Path(pipeline)
     if not path.is_file():
@@ -138,13 +139,27 @@ def connect(host: str):
     return kfp.Client(host=host)
 
 
+def run_arguments(pipeline: str, package: Path, params: list[str], config) -> dict[str, Any]:
+    """The run's arguments: ``params`` (typed from the package) and, for a train pipeline, the
+    config as its one ``config`` parameter (given as the command's settings, not as a --param)."""
+    from calgrpo.pipelines.config import pipeline_config_json
+
+    arguments = parse_params(params, package)
+    if "config" in arguments:
+        raise ConfigError("the run's config is not a --param: give it as --config FILE or as flags")
+    if pipeline != "evaluate" and config is not None:
+        arguments["config"] = pipeline_config_json(config)
+    return arguments
+
+
 def submit(
-    host: str, pipeline: str, experiment: str, params: list[str], run_name: str | None, rounds: int,
+    host: str, pipeline: str, experiment: str, params: list[str], run_name: str | None, config=None,
     train_nodes: int = 1, service_account: str | None = SERVICE_ACCOUNT,
 ) -> dict:
+    """Submit one run; ``config`` (a PipelineConfig, already validated) is the train pipeline's."""
     with tempfile.TemporaryDirectory() as folder:
-        package = package_for(pipeline, Path(folder), rounds, train_nodes)
-        arguments = parse_params(params, package)
+        package = package_for(pipeline, Path(folder), config, train_nodes)
+        arguments = run_arguments(pipeline, package, params, config)
         client = connect(host)
         with contextlib.redirect_stdout(sys.stderr):  # kfp prints links; stdout is for our JSON
             result = client.create_run_from_pipeline_package(
@@ -154,13 +169,13 @@ def submit(
     return {"run_id": result.run_id, "url": f"{host.rstrip('/')}/#/runs/details/{result.run_id}"}
 
 
-def schedule(host: str, pipeline: str, experiment: str, cron: str, name: str, params: list[str], rounds: int,
+def schedule(host: str, pipeline: str, experiment: str, cron: str, name: str, params: list[str], config=None,
              max_concurrency: int = 1, catchup: bool = False, train_nodes: int = 1,
              service_account: str | None = SERVICE_ACCOUNT) -> dict:  # fmt: skip
     validate_cron(cron)
     with tempfile.TemporaryDirectory() as folder:
-        package = package_for(pipeline, Path(folder), rounds, train_nodes)
-        arguments = parse_params(params, package)
+        package = package_for(pipeline, Path(folder), config, train_nodes)
+        arguments = run_arguments(pipeline, package, params, config)
         client = connect(host)
         with contextlib.redirect_stdout(sys.stderr):  # kfp prints links; stdout is for our JSON
             experiment_id = client.create_experiment(name=experiment).experiment_id

@@ -17,8 +17,8 @@ class SamplingParams:
     trainer must score tokens at the same one."""
     top_p: float = 1.0
     """Nucleus sampling mass in (0, 1]; below 1 the samples are slightly off-policy."""
-    max_new_tokens: int = 16
-    """Longest attempt in tokens (>= 1)."""
+    max_new_tokens: int | None = None
+    """Longest attempt in tokens (>= 1; default: the budget of the problems' task)."""
     greedy: bool = False
     """Take the most likely token instead of sampling (evaluation)."""
 
@@ -27,7 +27,7 @@ class SamplingParams:
             raise ConfigError(f"temperature must be > 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.max_new_tokens < 1:
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
 
 

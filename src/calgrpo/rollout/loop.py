@@ -40,6 +40,7 @@ def rollout(
     tasks = dict(tasks or {})
     created = {p.task for p in problems} - tasks.keys()
     tasks.update({name: get_task(name) for name in created})
+    config = with_task_budget(config, [tasks[p.task] for p in problems])
     try:
         records = _rollout(problems, engine, layout, config, generator, policy_version, tasks, show_progress)
         return [dataclasses.replace(r, policy=policy) for r in records] if policy else records
@@ -96,6 +97,14 @@ def _rollout(problems, engine, layout, config, generator, policy_version, tasks,
         session.keep(keep)
         session.append(feedback_ids)
     return records
+
+
+def with_task_budget(config: RolloutConfig, tasks: list[Task]) -> RolloutConfig:
+    """``config`` with the attempt length set: its own, or the largest budget of ``tasks``."""
+    if config.sampling.max_new_tokens is not None or not tasks:
+        return config
+    budget = max(task.default_max_new_tokens for task in tasks)
+    return dataclasses.replace(config, sampling=dataclasses.replace(config.sampling, max_new_tokens=budget))
 
 
 def problems_for_round(problems: list[Problem], count: int, seed: int, round_index: int) -> list[Problem]:

@@ -48,6 +48,8 @@ class TrainStageConfig:
     resume_from: str | None = None
     """The previous round's train output (a folder or a published s3:// one): its optimizer,
     scheduler and step are continued."""
+    reference: str | None = None
+    """The KL anchor (the run's initial model) when --train.kl-coef > 0."""
     num_attempts: int | None = None
     """K; default: the largest attempt number in the file."""
     seed: int = 0
@@ -60,6 +62,12 @@ class TrainStageConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """``auto``: this rank's GPU when CUDA is available, else CPU. Run under ``torchrun`` for data
     parallelism (``--train.strategy ddp|fsdp``): gloo on CPU, NCCL on GPU."""
+
+    def __post_init__(self) -> None:
+        from calgrpo.errors import ConfigError
+
+        if self.train.kl_coef > 0 and self.reference is None:
+            raise ConfigError("--train.kl-coef > 0 needs --reference: the model the KL is measured to")
 
 
 def train_stage(config: TrainStageConfig) -> dict[str, Any]:
@@ -96,7 +104,10 @@ def train_stage(config: TrainStageConfig) -> dict[str, Any]:
         policy = load_policy(config.model)
         if context.local_rank == 0:
             barrier(context)
-        trainer = Trainer(policy.model, config.train, context=context)
+        reference = None
+        if config.train.kl_coef > 0:
+            reference = load_policy(config.reference).model.eval()
+        trainer = Trainer(policy.model, config.train, ref_model=reference, context=context)
         if config.resume_from is not None:
             previous = Path(config.resume_from)
             if is_s3(config.resume_from):  # each rank its own verified copy

@@ -235,10 +235,10 @@ def train_on_cluster(
     """The train stage (``config``, a TrainStageConfig with local inputs) as a TrainJob; returns the
     round's metrics.
 
-    The inputs (attempts, verdicts, the model folder, the previous round's state) are staged under
-    ``staging`` (an s3:// prefix the job's pods can read) and so is the config, rewritten to name
-    them; every rank runs ``python -m calgrpo.train.stage <staged config>``, rank 0 publishes the
-    output there, and it is fetched into ``config.output``. ``request.command`` is replaced.
+    The inputs (attempts, verdicts, the model folder, the previous round's state, the KL reference)
+    are staged under ``staging`` (an s3:// prefix the job's pods can read) and so is the config,
+    rewritten to name them; every rank runs ``python -m calgrpo.train.stage <staged config>``, rank
+    0 publishes the output there, and it is fetched into ``config.output``. ``request.command`` is replaced.
     """
     import dataclasses
     import json
@@ -256,10 +256,13 @@ def train_on_cluster(
     publish_folder(config.model, join(inputs, "model"))
     if config.resume_from is not None:
         publish_folder(config.resume_from, join(inputs, "state"))
+    if config.reference is not None:
+        publish_folder(config.reference, join(inputs, "reference"))
     staged = dataclasses.replace(
         config, attempts=join(inputs, "attempts.parquet"), model=join(inputs, "model"),
         verdicts=join(inputs, "verdicts.parquet") if config.verdicts is not None else None,
         resume_from=join(inputs, "state") if config.resume_from is not None else None,
+        reference=join(inputs, "reference") if config.reference is not None else None,
         output=Path(node_output), publish=join(staging, "output"),
     )  # fmt: skip
     config_uri = join(staging, "train_config.json")
