@@ -7,6 +7,8 @@ for machines), logs to stderr. Exit codes: 0 success, 1 runtime failure, 2 usage
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import sys
 from collections.abc import Sequence
@@ -23,10 +25,31 @@ def parse(argv: Sequence[str]):
     """``(config, handler)`` for a command line, without running it (exits like argparse on bad usage;
     the configs' own checks raise ConfigError)."""
     argv = _expand_config_file(_joined(argv))
-    config = tyro.extras.subcommand_cli_from_dict(
-        {name: cls for name, (cls, _) in COMMANDS.items()}, prog="calgrpo", args=argv
-    )
+    usage = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(usage):
+            config = tyro.extras.subcommand_cli_from_dict(
+                {name: cls for name, (cls, _) in COMMANDS.items()}, prog="calgrpo", args=argv
+            )
+    except SystemExit as exit:
+        # A nested config's own check (``--train.learning-rate -1``) reaches tyro as a ValueError,
+        # which it shows in a box; it is our one-line usage error like any other.
+        cause = _config_error_in(exit)
+        if cause is not None:
+            raise cause from None
+        sys.stderr.write(usage.getvalue())
+        raise
+    sys.stderr.write(usage.getvalue())
     return config, next(h for cls, h in COMMANDS.values() if isinstance(config, cls))
+
+
+def _config_error_in(error: BaseException) -> ConfigError | None:
+    seen = error.__context__
+    while seen is not None:
+        if isinstance(seen, ConfigError):
+            return seen
+        seen = seen.__context__
+    return None
 
 
 def _joined(argv: Sequence[str]) -> list[str]:
@@ -54,7 +77,24 @@ def _expand_config_file(argv: list[str]) -> list[str]:
         path, rest = argv[i + 1], argv[:i] + argv[i + 2 :]
     else:
         path, rest = argv[i].split("=", 1)[1], argv[:i] + argv[i + 1 :]
-    return [rest[0], *config_file_flags(COMMANDS[rest[0]][0], path), *rest[1:]]
+    cls = COMMANDS[rest[0]][0]
+    return [rest[0], *config_file_flags(cls, path, _other_entry_points_settings(cls)), *rest[1:]]
+
+
+def _other_entry_points_settings(cls: type) -> frozenset[str]:
+    """One run file drives ``learn`` and every ``pipeline`` command: the settings only the other
+    entry points take (a pipeline's registry for learn, learn's run folder for a pipeline) are
+    ignored by this one, while a key no entry point knows is still refused."""
+    import dataclasses
+
+    from calgrpo.learn import LearnConfig
+    from calgrpo.pipelines.local import RunLocalConfig
+    from calgrpo.run_config import RunConfig
+
+    if not issubclass(cls, RunConfig):
+        return frozenset()
+    names = {field.name for c in (LearnConfig, RunLocalConfig) for field in dataclasses.fields(c)}
+    return frozenset(names - {field.name for field in dataclasses.fields(cls)})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

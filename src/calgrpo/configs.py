@@ -67,11 +67,14 @@ def read_config(cls: type, text: str, where: str) -> Any:
     return from_json(cls, data, where)
 
 
-def config_file_flags(cls: type, path: str | Path) -> list[str]:
+def config_file_flags(cls: type, path: str | Path, ignored: frozenset[str] = frozenset()) -> list[str]:
     """A YAML (or JSON) config file for the command ``cls`` as command-line flags, to go before the
     ones typed (which then override it). Keys are the flags' names with underscores, nested as the
     flags are (``train: {learning_rate: 1e-5}`` is ``--train.learning-rate 1e-5``); an unknown key
-    is refused with its dotted name."""
+    is refused with its dotted name. Top-level keys in ``ignored`` are dropped (settings of another
+    entry point of the same run file, e.g. a pipeline's registry for ``learn``)."""
+    import logging
+
     import yaml
 
     try:
@@ -80,7 +83,12 @@ def config_file_flags(cls: type, path: str | Path) -> list[str]:
         raise ConfigError(f"--config {path}: no such file") from None
     except (OSError, yaml.YAMLError) as error:
         raise ConfigError(f"--config {path}: not a readable YAML file ({error})") from None
-    return _flags(cls, data or {}, "", str(path))
+    data = data or {}
+    if isinstance(data, dict) and ignored & data.keys():
+        skipped = ", ".join(sorted(ignored & data.keys()))
+        logging.getLogger("calgrpo").info("%s: %s do not apply to this command; ignored", path, skipped)
+        data = {key: value for key, value in data.items() if key not in ignored}
+    return _flags(cls, data, "", str(path))
 
 
 def _flags(cls: type, data: Any, prefix: str, where: str) -> list[str]:

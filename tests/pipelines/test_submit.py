@@ -7,15 +7,19 @@ the requests calgrpo makes (pipeline spec, typed parameters, cron, max concurren
 import pytest
 
 from calgrpo.errors import CalgrpoError, ConfigError
+from calgrpo.pipelines.config import PipelineConfig, read_pipeline_config
 from calgrpo.pipelines.submit import schedule, submit, validate_cron
+from calgrpo.train.config import TrainConfig
 from tests.pipelines.fake_kfp import FakeKfp
 
+CONFIG = PipelineConfig(dataset="s3://data/gsm8k.jsonl", dataset_format="gsm8k", rounds=1,
+                        train=TrainConfig(learning_rate=2e-6, precision="bf16"))  # fmt: skip
 
-def test_submit_creates_experiment_and_run_with_typed_parameters() -> None:
+
+def test_submit_creates_experiment_and_run_with_the_config_and_typed_parameters() -> None:
     with FakeKfp() as kfp_server:
-        result = submit(kfp_server.host, "train", "nightly", ["dataset_uri=s3://data/gsm8k.jsonl", "num_attempts=4",
-                        "learning_rate=2e-6", "promote_first=true", 'gpu_node_selector={"pool": "h100"}'],
-                        run_name="try-1", rounds=1)  # fmt: skip
+        result = submit(kfp_server.host, "train", "nightly", ['gpu_node_selector={"pool": "h100"}', "gpu_count=2"],
+                        run_name="try-1", config=CONFIG)  # fmt: skip
         assert result["run_id"] == "run-1" and result["url"].endswith("/#/runs/details/run-1")
         assert kfp_server.posted("/experiments")[0]["display_name"] == "nightly"
         run = kfp_server.posted("/runs")[0]
@@ -26,39 +30,38 @@ def test_submit_creates_experiment_and_run_with_typed_parameters() -> None:
         ]
         assert "tolerations" in executors["exec-rollout"]  # the Kubernetes settings travel with the run
         parameters = run["runtime_config"]["parameters"]
-        assert parameters["num_attempts"] == 4 and parameters["learning_rate"] == 2e-6
-        assert parameters["promote_first"] is True and parameters["dataset_uri"] == "s3://data/gsm8k.jsonl"
-        assert parameters["gpu_node_selector"] == {"pool": "h100"}
+        # The whole config as one JSON parameter, read back by the components' own validation.
+        assert read_pipeline_config(parameters["config"]) == CONFIG
+        assert parameters["gpu_node_selector"] == {"pool": "h100"} and parameters["gpu_count"] == "2"
         assert run["service_account"] == "calgrpo-pipeline"  # infra/base's, allowed to create TrainJobs
 
 
 def test_schedule_sends_cron_single_concurrency_and_no_catchup() -> None:
     with FakeKfp() as kfp_server:
-        result = schedule(kfp_server.host, "train", "weekly", "0 0 2 * * SUN", "retrain",
-                          ["dataset_uri=s3://data/gsm8k.jsonl"], rounds=1)  # fmt: skip
+        result = schedule(kfp_server.host, "train", "weekly", "0 0 2 * * SUN", "retrain", [], config=CONFIG)
         assert result["recurring_run_id"] == "rr-1"
         recurring = kfp_server.posted("/recurringruns")[0]
         assert recurring["trigger"]["cron_schedule"]["cron"] == "0 0 2 * * SUN"
         assert int(recurring["max_concurrency"]) == 1 and recurring["no_catchup"] is True
         assert recurring["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "calgrpo-train"
         assert recurring["service_account"] == "calgrpo-pipeline"
+        assert read_pipeline_config(recurring["runtime_config"]["parameters"]["config"]) == CONFIG
 
 
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        (["datset_uri=x"], "unknown pipeline parameter 'datset_uri'.*Did you mean 'dataset_uri'"),
-        (["dataset_uri=x", "num_attempts=many"], "expected number integer"),
-        ([], "without a default must be given: dataset_uri"),
-        (["dataset_uri"], "expected NAME=VALUE"),
-        (["dataset_uri=x", "gpu_node_selector=[1]"], "expected a JSON object"),
-        (["dataset_uri=x", "gpu_node_selector=pool"], "expected a JSON object"),
+        (["gpu_tpye=x"], "unknown pipeline parameter 'gpu_tpye'.*Did you mean 'gpu_type'"),
+        (["gpu_count"], "expected NAME=VALUE"),
+        (["gpu_node_selector=[1]"], "expected a JSON object"),
+        (["gpu_node_selector=pool"], "expected a JSON object"),
+        (["config={}"], "not a --param: give it as --config FILE or as flags"),
     ],
 )
 def test_bad_parameters_fail_before_sending(params, message) -> None:
     with FakeKfp() as kfp_server:
         with pytest.raises(ConfigError, match=message):
-            submit(kfp_server.host, "train", "x", params, run_name=None, rounds=1)
+            submit(kfp_server.host, "train", "x", params, run_name=None, config=CONFIG)
         assert kfp_server.requests == []
 
 
@@ -85,7 +88,7 @@ def test_unreachable_host_is_one_clear_line() -> None:
     port = sock.getsockname()[1]
     sock.close()  # nothing listens there now
     with pytest.raises(CalgrpoError, match=f"cannot reach Kubeflow Pipelines at http://127.0.0.1:{port}"):
-        submit(f"http://127.0.0.1:{port}", "train", "x", ["dataset_uri=x"], run_name=None, rounds=1)
+        submit(f"http://127.0.0.1:{port}", "train", "x", [], run_name=None, config=CONFIG)
 
 
 def test_cli_schedule_and_bad_cron_exit_codes() -> None:
@@ -97,12 +100,32 @@ def test_cli_schedule_and_bad_cron_exit_codes() -> None:
     env = {**os.environ, "COLUMNS": "400"}
     with FakeKfp() as kfp_server:
         ok = subprocess.run([sys.executable, "-m", "calgrpo.cli", "pipeline", "schedule", "--host", kfp_server.host,
-                             "--cron", "0 0 2 * * *", "--param", "dataset_uri=s3://d/x.jsonl", "--rounds", "1"],
+                             "--cron", "0 0 2 * * *", "--dataset", "s3://d/x.jsonl", "--rounds", "1"],
                             capture_output=True, text=True, timeout=300, check=False, env=env)  # fmt: skip
         assert ok.returncode == 0, ok.stderr
         assert json.loads(ok.stdout)["recurring_run_id"] == "rr-1"
         bad = subprocess.run([sys.executable, "-m", "calgrpo.cli", "pipeline", "schedule", "--host", kfp_server.host,
-                              "--cron", "0 2 * * *", "--param", "dataset_uri=x"],
+                              "--cron", "0 2 * * *"],
                              capture_output=True, text=True, timeout=300, check=False, env=env)  # fmt: skip
         assert bad.returncode == 2 and "seconds first" in bad.stderr
         assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_submit_with_a_bad_config_file_fails_at_the_terminal_naming_the_field(tmp_path) -> None:
+    """Nothing is compiled or sent: the same dataclasses that the components use refuse it here."""
+    import os
+    import subprocess
+    import sys
+
+    with FakeKfp() as kfp_server:
+        for text, field in (("train: {learning_rat: 1.0e-6}\n", "train.learning_rat"),
+                            ("rollout: {group_size: 1}\n", "group-size"),
+                            ("train: {learning_rate: -1}\n", "learning_rate")):  # fmt: skip
+            (tmp_path / "bad.yaml").write_text(text)
+            bad = subprocess.run([sys.executable, "-m", "calgrpo.cli", "pipeline", "submit", "--host", kfp_server.host,
+                                  "--config", str(tmp_path / "bad.yaml")],
+                                 capture_output=True, text=True, timeout=300, check=False,
+                                 env={**os.environ, "COLUMNS": "400"})  # fmt: skip
+            assert bad.returncode == 2 and field in bad.stderr, bad.stderr
+            assert len(bad.stderr.strip().splitlines()) == 1
+        assert kfp_server.requests == []

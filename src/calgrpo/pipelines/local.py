@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from calgrpo.errors import CalgrpoError
 from calgrpo.pipelines.config import PipelineConfig
 
 
@@ -164,7 +165,8 @@ def run_local(config: RunLocalConfig) -> dict[str, Any]:
             try:
                 results = _run_pipeline(config).output  # the evaluation folder
             except RuntimeError as failure:  # kfp.local: "Pipeline ... finished with status FAILURE"
-                raise RuntimeError(f"{failure}; the failing task's output is in {log_path}") from None
+                reason = _ANSI.sub("", str(failure)).rstrip(". ")
+                raise CalgrpoError(f"{reason}; the failing task's output is in {log_path}") from None
         current = current_version(registry, config.model_name) if registry else None
     return {
         "pipeline": config.pipeline,

@@ -78,18 +78,20 @@ def rollout_step(
     """Round ``round_index``'s problems (this shard of them) rolled out into ``folder``: the
     attempts, the round's problems (verify reads them) and which shard this is."""
     from calgrpo.io import write_problems
+    from calgrpo.rollout.loop import shard_of
     from calgrpo.rollout.records import SHARD_FILE
     from calgrpo.rollout.stage import RolloutStageConfig, rollout_stage
     from calgrpo.run_config import rollout_seed, round_problems
 
     Path(folder).mkdir(parents=True, exist_ok=True)
-    write_problems(round_problems(config, problems, round_index), Path(folder, ROUND_PROBLEMS))
+    mine = shard_of(round_problems(config, problems, round_index), shard_index, config.rollout_shards)
+    write_problems(mine, Path(folder, ROUND_PROBLEMS))
     result = rollout_stage(RolloutStageConfig(
         problems=str(Path(folder, ROUND_PROBLEMS)), model=model, output=Path(folder, "attempts.parquet"),
         rollout=config.rollout,
         seed=rollout_seed(config.seed, round_index, shard_index, config.rollout_shards),
         policy_version=policy_version, reuse_cache=config.reuse_cache, engine=config.rollout_engine,
-        vllm=config.vllm, shard_index=shard_index, num_shards=config.rollout_shards,
+        vllm=config.vllm,
     ))  # fmt: skip
     shard = {"shard_index": shard_index, "num_shards": config.rollout_shards}
     Path(folder, SHARD_FILE).write_text(json.dumps(shard))
