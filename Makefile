@@ -33,7 +33,7 @@ setup: system-deps $(STAMP)
 # minutes on 2 CPU cores; prints V@k before and after and where the report is.
 run: $(STAMP)
 	$(BIN)/calgrpo check-estimator
-	$(BIN)/calgrpo pipeline run-local --root runs/kfp
+	$(BIN)/calgrpo pipeline run-local --config configs/quickstart.yaml --root runs/kfp
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -48,5 +48,7 @@ def test_quoted_command_parses(command, tmp_path) -> None:
     if hasattr(config, "param"):  # submit/schedule: the --param names and values fit the pipeline too
         from calgrpo.pipelines.submit import package_for, parse_params
 
-        package = package_for(config.pipeline, tmp_path, config.rounds, config.train_nodes)
+        from calgrpo.pipelines.local import as_pipeline_config
+
+        package = package_for(config.pipeline, tmp_path, as_pipeline_config(config), config.train_nodes)
         assert parse_params(list(config.param), package)

@@ -128,17 +128,24 @@ def prepare_problems(config: RunConfig, folder: str | Path) -> Path:
 
 
 def round_problems(config: RunConfig, folder: str | Path, round_index: int) -> list[Problem]:
-    """Round ``round_index``'s problems: generated from the synthetic task, or drawn from the
-    dataset's train split (``folder`` is :func:`prepare_problems`' output)."""
+    """Round ``round_index``'s problems: drawn from the dataset in ``folder`` (its train split, or
+    all of it when it has no splits), or, when ``folder`` holds no dataset (:func:`prepare_problems`
+    for a synthetic task), generated from the synthetic task."""
     from calgrpo.io import read_problems
     from calgrpo.rollout.loop import problems_for_round
     from calgrpo.seeding import derive_seed
 
-    if config.dataset is None:
+    dataset = dataset_file(folder)
+    if dataset is None:
         seed = derive_seed(config.seed, "problems", round_index)
         return config.synthetic_task().generate(config.prompts_per_round, seed, id_prefix=f"r{round_index}")
-    train = read_problems(Path(folder, "train.parquet"))
-    return problems_for_round(train, config.prompts_per_round, config.seed, round_index)
+    return problems_for_round(read_problems(dataset), config.prompts_per_round, config.seed, round_index)
+
+
+def dataset_file(folder: str | Path) -> Path | None:
+    """The training problems of an ingest output: train.parquet, else problems.parquet (None: neither)."""
+    found = [Path(folder, name) for name in ("train.parquet", "problems.parquet")]
+    return next((path for path in found if path.is_file()), None)
 
 
 def eval_problems(folder: str | Path) -> list[Problem]:
@@ -167,7 +174,8 @@ def initial_model(config: RunConfig, problems_folder: str | Path, folder: str | 
     else:
         from calgrpo.io import read_problems
 
-        problems = read_problems(Path(problems_folder, "train.parquet"))[:512]
+        dataset = dataset_file(problems_folder) or Path(problems_folder, "train.parquet")
+        problems = read_problems(dataset)[:512]
         texts = []
         for name in sorted({p.task for p in problems}):
             texts += get_task(name).sample_texts([p for p in problems if p.task == name])

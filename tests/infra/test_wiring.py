@@ -23,7 +23,8 @@ def _docs(path: Path) -> list[dict]:
 
 def _compiled(tmp_path: Path) -> tuple[dict, dict]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALGRPO_IMAGE_")}
-    code = f"from calgrpo.pipelines.compile import compile_pipelines; compile_pipelines({str(tmp_path)!r}, 1, 2)"
+    code = ("from calgrpo.pipelines.compile import compile_pipelines; from calgrpo.pipelines.config import "
+            f"PipelineConfig; compile_pipelines({str(tmp_path)!r}, PipelineConfig(rounds=1), 2)")
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=300)
     spec, platform = _docs(tmp_path / "train.yaml")
     return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]

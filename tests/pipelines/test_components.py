@@ -13,6 +13,9 @@ import yaml
 from kfp import compiler, components, dsl, local
 
 from calgrpo.pipelines.components import ALL
+from calgrpo.pipelines.config import PipelineConfig, pipeline_config_json, read_pipeline_config
+from calgrpo.rollout.config import RolloutConfig, SamplingParams
+from calgrpo.train.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("CALGRPO_IMAGE_")}
@@ -53,8 +56,8 @@ def test_loaded_components_nest_in_a_new_pipeline(tmp_path) -> None:
     def reuse(source: str):
         problems = ingest(format="jsonl", source=source, eval_fraction=0.0, limit=0)
         model = fetch(model_uri="tiny:llama")
-        rollout(problems=problems.outputs["problems"], model=model.outputs["model"], split="", problems_per_round=0,
-                num_attempts=3, group_size=4, max_new_tokens=1, temperature=1.0, seed=0, round_index=0)  # fmt: skip
+        rollout(config=pipeline_config_json(PipelineConfig()), round_index=0, problems=problems.outputs["problems"],
+                model=model.outputs["model"])  # fmt: skip
 
     compiler.Compiler().compile(reuse, str(tmp_path / "reuse.yaml"))
     text = (tmp_path / "reuse.yaml").read_text()
@@ -63,69 +66,46 @@ def test_loaded_components_nest_in_a_new_pipeline(tmp_path) -> None:
 
 @pytest.mark.slow
 def test_stage_chain_runs_in_kfp_local(tmp_path) -> None:
-    """ingest -> fetch_model -> rollout -> verify -> train -> evaluate -> promote, one round, on CPU."""
+    """ingest -> fetch_model -> rollout -> verify -> train -> rollout -> evaluate -> promote, on CPU,
+    the components wired by hand around one config (a dataset of 12 guess problems, 8 a round)."""
     from calgrpo.tasks import get_task
 
     problems = get_task("guess", num_values=8).generate(12, seed=3)
     source = tmp_path / "problems.jsonl"
     source.write_text("".join(json.dumps({**p.to_row(), "meta": p.meta}) + "\n" for p in problems))
     registry = tmp_path / "registry"
+    config = PipelineConfig(dataset=str(source), prompts_per_round=8, registry=str(registry), model_name="guess",
+                            margin=-1.0, eval_samples=2, train=TrainConfig(minibatches=2),
+                            rollout=RolloutConfig(num_attempts=3, group_size=4,
+                                                  sampling=SamplingParams(max_new_tokens=1)))  # fmt: skip
+    settings = pipeline_config_json(config)
 
     @dsl.pipeline(name="one-round")
-    def one_round(source: str, registry: str):
-        data = ALL["ingest"](format="jsonl", source=source, eval_fraction=0.0, limit=0)
+    def one_round(source: str):
+        data = ALL["ingest"](format="jsonl", source=source, eval_fraction=0.25, limit=0)
         base = ALL["fetch_model"](model_uri="tiny:llama")
-        attempts = ALL["rollout"](
-            problems=data.outputs["problems"],
-            model=base.outputs["model"],
-            split="",
-            problems_per_round=8,
-            num_attempts=3,
-            group_size=4,
-            max_new_tokens=1,
-            temperature=1.0,
-            seed=0,
-            round_index=0,
-        )
-        verdicts = ALL["verify"](problems=data.outputs["problems"], attempts=attempts.outputs["attempts"])
-        trained = ALL["train"](
-            attempts=attempts.outputs["attempts"],
-            verdicts=verdicts.outputs["verdicts"],
-            model=base.outputs["model"],
-            method="cal",
-            learning_rate=1e-3,
-            ppo_epochs=1,
-            minibatches=2,
-            temperature=1.0,
-            precision="fp32",
-            seed=0,
-            round_index=0,
-        )
-        ALL["rollout"](problems=data.outputs["problems"], model=trained.outputs["new_model"], split="",
-                       problems_per_round=8, num_attempts=3, group_size=4, max_new_tokens=1, temperature=1.0,
-                       seed=0, round_index=1)  # fmt: skip
-        scored = ALL["evaluate"](
-            problems=data.outputs["problems"],
-            model=trained.outputs["new_model"],
-            baseline_uri="",
-            split="",
-            num_attempts=3,
-            samples=2,
-            max_new_tokens=1,
-            seed=0,
-        )
-        ALL["promote"](model=trained.outputs["new_model"], results=scored.outputs["results"], registry=registry,
-                       name="guess", margin=0.0, first=True)  # fmt: skip
+        attempts = ALL["rollout"](config=settings, round_index=0, problems=data.outputs["problems"],
+                                  model=base.outputs["model"])  # fmt: skip
+        verdicts = ALL["verify"](problems=attempts.outputs["attempts"], attempts=attempts.outputs["attempts"])
+        trained = ALL["train"](config=settings, round_index=0, attempts=attempts.outputs["attempts"],
+                               verdicts=verdicts.outputs["verdicts"], model=base.outputs["model"],
+                               initial=base.outputs["model"])  # fmt: skip
+        ALL["rollout"](config=settings, round_index=1, problems=data.outputs["problems"],
+                       model=trained.outputs["new_model"])  # fmt: skip
+        scored = ALL["evaluate_run"](config=settings, problems=data.outputs["problems"],
+                                     model=trained.outputs["new_model"], initial=base.outputs["model"],
+                                     baseline_uri="")  # fmt: skip
+        ALL["promote"](config=settings, model=trained.outputs["new_model"], results=scored.outputs["results"])
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
-    run = one_round(source=str(source), registry=str(registry))
+    run = one_round(source=str(source))
     assert run is not None
     pointer = json.loads((registry / "models" / "guess" / "current.json").read_text())
     version = registry / "models" / "guess" / "versions" / pointer["version"]
     assert (version / "model" / "config.json").is_file()
     assert json.loads((version / "evidence" / "decision.json").read_text())["promoted"] is True
     metrics = json.loads((version / "evidence" / "metrics.json").read_text())
-    assert len(metrics["candidate"]["v@k"]["mean"]) == 3
+    assert len(metrics["candidate"]["v@k"]["mean"]) == 3 and metrics.get("baseline")
     # policy_version is the training step, as `calgrpo learn` records it: 0 before, 2 after one round
     # of 2 minibatches.
     import pandas as pd
@@ -133,6 +113,10 @@ def test_stage_chain_runs_in_kfp_local(tmp_path) -> None:
     versions = {path.parent.parent.name: set(pd.read_parquet(path)["policy_version"])
                 for path in (tmp_path / "root").rglob("attempts.parquet")}  # fmt: skip
     assert versions == {"rollout": {0}, "rollout-2": {2}}, versions
+    # Each round drew 8 of the 9 training problems (a quarter of the 12 held out for evaluation).
+    drawn = pd.read_parquet(next((tmp_path / "root").rglob("rollout/attempts/problems.parquet")))
+    assert len(drawn) == 8 and not set(drawn["id"]) & set(pd.read_parquet(next(
+        (tmp_path / "root").rglob("ingest/problems/eval.parquet")))["id"])  # fmt: skip
 
 
 def test_the_documented_reuse_example_compiles(tmp_path, monkeypatch) -> None:
@@ -145,6 +129,8 @@ def test_the_documented_reuse_example_compiles(tmp_path, monkeypatch) -> None:
     compiler.Compiler().compile(namespace["score_my_model"], str(tmp_path / "score.yaml"))
     spec = yaml.safe_load((tmp_path / "score.yaml").read_text())
     assert set(spec["root"]["dag"]["tasks"]) == {"ingest", "fetch-model", "rollout", "verify"}
+    settings = spec["root"]["dag"]["tasks"]["rollout"]["inputs"]["parameters"]["config"]["runtimeValue"]
+    assert read_pipeline_config(settings["constant"]).rollout.num_attempts == 3
 
 
 def test_the_verify_component_takes_a_four_column_table_from_another_pipeline(tmp_path) -> None:

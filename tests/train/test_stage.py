@@ -3,6 +3,7 @@ computation as ``calgrpo learn``'s trainer kept in memory (AdamW moments, warm-u
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -50,14 +51,14 @@ def test_training_refuses_attempts_of_another_policy_or_temperature(attempts, ti
 
 
 def _round(attempts: Path, model: str, output: Path, round_index: int, state: str | None) -> dict:
-    from calgrpo.pipelines.training import round_config
+    from calgrpo.pipelines.config import PipelineConfig
+    from calgrpo.pipelines.steps import train_round_config
+    from calgrpo.rollout.config import RolloutConfig
 
-    config = round_config(attempts=str(attempts.parent), verdicts="unused", model=model, output=str(output),
-                          state=state, method="cal", learning_rate=SETTINGS.learning_rate, ppo_epochs=2,
-                          minibatches=2, temperature=1.0, precision="fp32", seed=5,
-                          round_index=round_index)  # fmt: skip
-    # The pipeline's settings plus this test's warm-up and small micro-batches; no verdicts file.
-    return train_stage(TrainStageConfig(**{**config.__dict__, "train": SETTINGS, "verdicts": None, "device": "cpu"}))
+    run = PipelineConfig(train=SETTINGS, rollout=RolloutConfig(num_attempts=3), seed=5)
+    config = train_round_config(run, round_index, attempts=str(attempts.parent), verdicts=None, model=model,
+                                output=str(output), state=state, reference=None)  # fmt: skip
+    return train_stage(dataclasses.replace(config, device="cpu"))
 
 
 def test_pipeline_rounds_through_the_stage_equal_learns_trainer_bitwise(attempts, tiny_policy_folder, tmp_path):
