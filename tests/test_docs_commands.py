@@ -46,9 +46,8 @@ def test_quoted_command_parses(command, tmp_path) -> None:
         pytest.fail(f"`{command}` does not parse (exit {exit_.code})")
     assert callable(handler) and config is not None
     if hasattr(config, "param"):  # submit/schedule: the --param names and values fit the pipeline too
-        from calgrpo.pipelines.submit import package_for, parse_params
-
         from calgrpo.pipelines.local import as_pipeline_config
+        from calgrpo.pipelines.submit import package_for, parse_params
 
         package = package_for(config.pipeline, tmp_path, as_pipeline_config(config), config.train_nodes)
         assert parse_params(list(config.param), package)

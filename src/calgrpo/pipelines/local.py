@@ -99,13 +99,17 @@ def summarise_evaluation(folder: str | Path) -> dict[str, Any]:
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _TASK_EVENT = re.compile(r"Task '([^']+)' finished with status (\w+)")
+_ROUND_TASK = re.compile(r"(rollout|merge-attempts|verify|train|train-on-trainjob)(?:-(\d+))?")
+"""A task of the train pipeline's rounds; kfp.local numbers the n-th one of a component ``name-n``."""
 
 
 class TaskLines(io.TextIOBase):
-    """Where kfp.local writes: everything to the log, and one line per finished task to ``echo``."""
+    """Where kfp.local writes: everything to the log, and to ``echo`` one line per finished task,
+    except that a round's rollout, merge and verify tasks show only as the line of its train task
+    (the round's end) unless they fail."""
 
-    def __init__(self, log, echo, verbose: bool):
-        self.log, self.echo, self.verbose = log, echo, verbose
+    def __init__(self, log, echo, verbose: bool, rounds: int = 0):
+        self.log, self.echo, self.verbose, self.rounds = log, echo, verbose, rounds
         self.started = time.perf_counter()
         self.pending = ""
 
@@ -122,10 +126,19 @@ class TaskLines(io.TextIOBase):
         for line in lines:
             match = _TASK_EVENT.search(_ANSI.sub("", line))
             if match:
-                elapsed = time.perf_counter() - self.started
-                self.echo.write(f"  [{elapsed:6.0f} s] {match.group(1):<28} {match.group(2).lower()}\n")
-                self.echo.flush()
+                self._task_line(match.group(1), match.group(2).lower())
         return len(text)
+
+    def _task_line(self, task: str, status: str) -> None:
+        label = task
+        in_round = _ROUND_TASK.fullmatch(task) if self.rounds else None
+        if in_round is not None and status == "success":
+            if not in_round.group(1).startswith("train"):
+                return
+            label = f"round {int(in_round.group(2) or 1)}/{self.rounds} (rollout, verify, train)"
+        elapsed = time.perf_counter() - self.started
+        self.echo.write(f"  [{elapsed:6.0f} s] {label:<40} {status}\n")
+        self.echo.flush()
 
     def flush(self) -> None:
         self.log.flush()
@@ -156,7 +169,7 @@ def run_local(config: RunLocalConfig) -> dict[str, Any]:
         artifacts = str(config.root / "artifacts")
         local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=artifacts)
         # kfp.local prints every task's logs on stdout: they go to the log, a line a task to stderr.
-        lines = TaskLines(log, sys.stderr, config.verbose)
+        lines = TaskLines(log, sys.stderr, config.verbose, config.rounds if config.pipeline == "train" else 0)
         with contextlib.redirect_stdout(lines), warnings.catch_warnings():
             # kfp.local warns, for every task, that cluster settings and images do nothing here.
             warnings.showwarning = lambda message, category, *_, **__: lines.write(

@@ -1,0 +1,38 @@
+"""What `pipeline run-local` shows on the terminal: a line per task outside the rounds, one per round,
+every failure; kfp.local's full output goes to the log."""
+
+from __future__ import annotations
+
+import io
+
+from calgrpo.pipelines.local import TaskLines
+
+
+def _finished(task: str, status: str = "SUCCESS") -> str:
+    return f"\x1b[32m12:00:00.000 - INFO - Task '{task}' finished with status {status}\x1b[0m\n"
+
+
+def test_a_round_is_one_line_and_failures_always_show():
+    log, terminal = io.StringIO(), io.StringIO()
+    lines = TaskLines(log, terminal, verbose=False, rounds=2)
+    events = ["prepare-problems", "initial-model", "rollout", "rollout", "merge-attempts", "verify", "train",
+              "rollout-2", "merge-attempts-2", "verify-2", "train-2", "evaluate-run", "promote"]  # fmt: skip
+    for task in events:
+        lines.write("executor output of " + task + "\n" + _finished(task))
+    lines.write("partial line with no end")
+    lines.write(_finished("verify-3", "FAILURE"))
+    shown = terminal.getvalue().splitlines()
+    assert [line.split("] ", 1)[1].split()[0] for line in shown] == [
+        "prepare-problems", "initial-model", "round", "round", "evaluate-run", "promote", "verify-3",
+    ]  # fmt: skip
+    assert "round 1/2" in shown[2] and "round 2/2" in shown[3] and shown[-1].endswith("failure")
+    assert log.getvalue().count("executor output of") == len(events)  # nothing is lost from the log
+
+
+def test_verbose_shows_everything_and_the_evaluate_pipeline_every_task():
+    terminal = io.StringIO()
+    TaskLines(io.StringIO(), terminal, verbose=True, rounds=2).write("anything\n" + _finished("verify"))
+    assert terminal.getvalue().startswith("anything\n")
+    terminal = io.StringIO()
+    TaskLines(io.StringIO(), terminal, verbose=False, rounds=0).write(_finished("verify"))
+    assert "verify" in terminal.getvalue()
