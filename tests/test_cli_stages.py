@@ -11,7 +11,7 @@ from tests.helpers import run_calgrpo
 
 def test_stages_over_files(tmp_path, tiny_policy_folder) -> None:
     problems = tmp_path / "problems.parquet"
-    made = run_calgrpo("problems", "--output", str(problems), "--num-problems", "6", "--num-values", "8")
+    made = run_calgrpo("problems", "--output", str(problems), "--num-problems", "6", "--task-options", "num_values", "8")
     assert made["problems"] == 6
     attempts = tmp_path / "attempts.parquet"
     rollout_args = [

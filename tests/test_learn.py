@@ -15,7 +15,7 @@ import pytest
 from calgrpo.manifest import sha256_file
 
 TINY_RUN = [
-    "--rounds", "12", "--prompts-per-round", "4", "--num-values", "8",
+    "--rounds", "12", "--prompts-per-round", "4", "--task-options", "num_values", "8",
     "--rollout.num-attempts", "3", "--rollout.group-size", "4", "--rollout.sampling.max-new-tokens", "2",
     "--tiny.hidden-size", "32", "--tiny.intermediate-size", "64",
     "--train.ppo-epochs", "2", "--train.minibatches", "2",

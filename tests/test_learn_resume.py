@@ -20,7 +20,7 @@ from calgrpo.train.config import TrainConfig
 
 def _config(output: Path, **changes) -> LearnConfig:
     base = LearnConfig(
-        output=output, rounds=2, prompts_per_round=2, num_values=8, eval_problems=4, checkpoint_every=1,
+        output=output, rounds=2, prompts_per_round=2, task_options={"num_values": 8}, eval_problems=4, checkpoint_every=1,
         rollout=RolloutConfig(num_attempts=2, group_size=2, sampling=SamplingParams(max_new_tokens=2)),
         tiny=TinyModelConfig(hidden_size=32, intermediate_size=64), threads=1, show_progress=False, json=True,
     )  # fmt: skip

@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -126,17 +126,15 @@ class ProblemsCommand:
     output: Path
     """Where to write problems.parquet."""
     task: str = "guess"
-    """Synthetic task type."""
+    """Synthetic task type (``guess``, ``codebreak``)."""
+    task_options: dict[str, str] = field(default_factory=dict)
+    """The task's options, e.g. ``--task-options num_values 8`` (docs/tasks.md)."""
     num_problems: int = 64
     """How many problems."""
-    num_values: int = 32
-    """guess: N, the numbers 0..N-1."""
-    hint_prob: float = 0.5
-    """guess: probability that the hint is the hidden number."""
     seed: int = 0
     """Generator seed."""
-    id_prefix: str = "guess"
-    """Problem ids are PREFIX-000000, PREFIX-000001, ..."""
+    id_prefix: str = ""
+    """Problem ids are PREFIX-000000, PREFIX-000001, ... (default: the task's name)."""
 
 
 def run_verify_command(config: VerifyStageConfig) -> int:
@@ -187,10 +185,10 @@ def run_promote(config: PromoteConfig) -> int:
 
 def run_problems(config: ProblemsCommand) -> int:
     from calgrpo.io import write_problems
-    from calgrpo.tasks import get_task
+    from calgrpo.tasks import synthetic_task
 
-    task = get_task(config.task, num_values=config.num_values, hint_prob=config.hint_prob)
-    problems = task.generate(config.num_problems, config.seed, id_prefix=config.id_prefix)
+    task = synthetic_task(config.task, config.task_options)
+    problems = task.generate(config.num_problems, config.seed, id_prefix=config.id_prefix or config.task)
     write_problems(problems, config.output)
     print(json.dumps({"problems": len(problems), "output": str(config.output)}))
     return 0

@@ -109,6 +109,8 @@ def _flags(cls: type, data: Any, prefix: str, where: str) -> list[str]:
             flags.append(flag if value else f"--{prefix}no-{key.replace('_', '-')}")
         elif isinstance(value, list):
             flags += [flag, *map(str, value)]
+        elif isinstance(value, dict):  # a mapping flag takes KEY VALUE pairs
+            flags += [flag, *(str(item) for pair in value.items() for item in pair)]
         else:
             flags += [flag, "None" if value is None else str(value)]
     return flags

@@ -20,7 +20,7 @@ from calgrpo.rollout.config import RolloutConfig
 from calgrpo.train.config import TrainConfig
 
 if TYPE_CHECKING:
-    from calgrpo.tasks import Problem, Task
+    from calgrpo.tasks import Problem, SyntheticTask
 
 SYNTHETIC_EVAL = "eval.parquet"
 """The evaluation split's file in a problems folder (ingest's and the generated one alike)."""
@@ -37,11 +37,11 @@ class RunConfig:
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     """Shape of the tiny model when --model is tiny:*."""
     task: str = "guess"
-    """Synthetic task whose problems are generated afresh every round, when no --dataset is given."""
-    num_values: int = 32
-    """guess: N, the numbers 0..N-1."""
-    hint_prob: float = 0.5
-    """guess: probability that the hint is the hidden number."""
+    """Synthetic task whose problems are generated afresh every round, when no --dataset is given
+    (``guess``, ``codebreak``; docs/tasks.md)."""
+    task_options: dict[str, str] = field(default_factory=dict)
+    """The synthetic task's options, e.g. ``--task-options num_values 16 hint_prob 0.5`` (in a config
+    file a mapping); each task documents its own, an unknown one is refused with the list."""
     dataset: str | None = None
     """A dataset to ingest instead (local file or s3://; normalised and validated by ``calgrpo
     ingest``): each round draws --prompts-per-round of its train split, evaluation uses its eval
@@ -81,13 +81,22 @@ class RunConfig:
                 f"--train.temperature {self.train.temperature} must equal --rollout.sampling.temperature "
                 f"{self.rollout.sampling.temperature}: tokens are scored as they were sampled"
             )
+        # As strings, whatever built the config: a file, flags and the pipeline's JSON give one config.
+        options = {str(key): _option_text(value) for key, value in self.task_options.items()}
+        object.__setattr__(self, "task_options", options)
         if self.dataset is None:
-            self.synthetic_task()  # an unknown task name fails here, before any work
+            self.synthetic_task()  # an unknown task or option fails here, before any work
+        elif self.task_options:
+            raise ConfigError("--task-options apply to a synthetic task; a --dataset brings its own problems")
 
-    def synthetic_task(self) -> Task:
-        from calgrpo.tasks import get_task
+    def synthetic_task(self) -> SyntheticTask:
+        from calgrpo.tasks import synthetic_task
 
-        return get_task(self.task, num_values=self.num_values, hint_prob=self.hint_prob)
+        return synthetic_task(self.task, self.task_options)
+
+
+def _option_text(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def rollout_seed(seed: int, round_index: int, shard_index: int = 0, num_shards: int = 1) -> int:

@@ -33,8 +33,9 @@ class VerifyStageConfig:
     timeouts, crashes) to stdout and to OUTPUT's name + .summary.json.
     """
 
-    problems: Path
-    """problems.parquet the attempts answer."""
+    problems: str
+    """The problems the attempts answer: a problems.parquet or an ingest output folder (FOLDER#SPLIT
+    for one split), local or s3://."""
     attempts: Path
     """attempts.parquet from the rollout, or a problem_id/sample/attempt/completion table."""
     output: Path
@@ -53,11 +54,11 @@ class VerifyStageConfig:
 
 def verify_stage(config: VerifyStageConfig) -> dict[str, Any]:
     """Verify every attempt, write the verdicts and the summary; returns the summary."""
-    from calgrpo.io import read_problems
+    from calgrpo.io import load_problems
     from calgrpo.rollout.records import read_completions
     from calgrpo.tasks import build_tasks
 
-    problems = read_problems(config.problems)
+    problems = load_problems(config.problems)
     records = read_completions(config.attempts)
     tasks = build_tasks({p.task for p in problems}, sandbox=config.sandbox, workers=config.workers,
                         math_timeout_s=config.math_timeout_s)  # fmt: skip

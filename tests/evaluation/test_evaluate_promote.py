@@ -32,7 +32,7 @@ def models(tmp_path_factory):
     torch.set_num_threads(1)
     try:
         summary = run_learn(LearnConfig(
-            output=root / "learn", num_values=8, rounds=150, prompts_per_round=32,
+            output=root / "learn", task_options={"num_values": 8}, rounds=150, prompts_per_round=32,
             tiny=TinyModelConfig(hidden_size=32, intermediate_size=64),
             rollout=RolloutConfig(num_attempts=3, group_size=8, sampling=SamplingParams(max_new_tokens=1)),
             train=TrainConfig(learning_rate=3e-3), eval_problems=32, show_progress=False,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
@@ -58,11 +60,68 @@ def test_tiny_model_config_validates() -> None:
         TinyModelConfig(num_layers=0)
 
 
-def test_resolve_model_folder(tmp_path) -> None:
-    assert resolve_model_folder("Qwen/Qwen2.5-0.5B-Instruct") == "Qwen/Qwen2.5-0.5B-Instruct"  # a hub id
-    with pytest.raises(InvalidInputError, match="does not exist"):
+def test_resolve_model_folder_refuses_what_is_no_model(tmp_path) -> None:
+    with pytest.raises(InvalidInputError, match="no such folder"):
         resolve_model_folder(str(tmp_path / "missing"))
     with pytest.raises(InvalidInputError, match="no config.json"):
         resolve_model_folder(str(tmp_path))
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(InvalidInputError, match="not a model folder"):
+        resolve_model_folder(str(tmp_path / "file.txt"))
     with pytest.raises(StorageError, match="no bucket"):
         resolve_model_folder("s3:///prefix")
+    for not_an_id in ("org/name/../../etc", "a b", "org/name@"):
+        with pytest.raises(InvalidInputError, match="not a hub id"):
+            resolve_model_folder(not_an_id)
+    with pytest.raises(ConfigError, match="tiny:llama or tiny:qwen2"):
+        resolve_model_folder("tiny:gpt5", cache_dir=tmp_path / "cache")
+    assert not any((tmp_path / "cache").iterdir())  # a failed build leaves nothing behind
+
+
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch):
+    """The hub client offline, its cache under tmp_path: a hub id resolves only to what is cached."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    return tmp_path / "hub"
+
+
+def _cache_snapshot(hub, repo: str, commit: str, refs: tuple[str, ...], source) -> None:
+    """Lay out a model in the hub cache as a download would: snapshots/<commit>, refs/<name> -> commit."""
+    storage = hub / ("models--" + repo.replace("/", "--"))
+    shutil.copytree(source, storage / "snapshots" / commit)
+    (storage / "refs").mkdir(parents=True)
+    for ref in refs:
+        (storage / "refs" / ref).write_text(commit)
+
+
+def test_hub_ids_with_a_revision_load_the_pinned_snapshot(offline_hub, tmp_path) -> None:
+    old, new = "a" * 40, "b" * 40
+    tiny_guess_policy(tmp_path / "v1", seed=1)
+    tiny_guess_policy(tmp_path / "v2", seed=2)
+    _cache_snapshot(offline_hub, "acme/guesser", old, ("v1",), tmp_path / "v1")
+    shutil.copytree(tmp_path / "v2", offline_hub / "models--acme--guesser" / "snapshots" / new)
+    (offline_hub / "models--acme--guesser" / "refs" / "main").write_text(new)
+    latest, pinned = load_policy("acme/guesser"), load_policy("acme/guesser@v1")
+    by_commit = load_policy(f"acme/guesser@{old}")
+    weight = "model.embed_tokens.weight"
+    assert torch.equal(pinned.model.state_dict()[weight], by_commit.model.state_dict()[weight])
+    assert not torch.equal(pinned.model.state_dict()[weight], latest.model.state_dict()[weight])
+    assert pinned.source == "acme/guesser@v1"
+    with pytest.raises(InvalidInputError, match=r"acme/guesser@v9: cannot get it from the hub.*network"):
+        resolve_model_folder("acme/guesser@v9")
+    with pytest.raises(InvalidInputError, match="acme/unknown: cannot get it from the hub"):
+        resolve_model_folder("acme/unknown")
+
+
+def test_tiny_models_load_by_name_and_are_built_once(tmp_path) -> None:
+    cache = tmp_path / "cache"
+    folder = resolve_model_folder("tiny:llama", cache_dir=cache)
+    assert resolve_model_folder("tiny:llama", cache_dir=cache) == folder
+    rebuilt = resolve_model_folder("tiny:llama", cache_dir=tmp_path / "elsewhere")
+    a = load_policy(folder).model.state_dict()
+    b = load_policy(rebuilt).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the same model wherever it is built
+    assert sorted(p.name for p in cache.iterdir()) == ["tiny-llama"]

@@ -194,7 +194,7 @@ def _run_local(*args: str) -> dict:
 
 
 RUN_YAML = """\
-num_values: 8
+task_options: {num_values: 8}
 rounds: 2
 prompts_per_round: 8
 rollout: {num_attempts: 3, group_size: 4}

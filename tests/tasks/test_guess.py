@@ -65,7 +65,7 @@ def test_guess_rejects_bad_parameters() -> None:
 
 def test_task_registry_lists_choices() -> None:
     assert "guess" in TASKS
-    with pytest.raises(UnknownNameError, match="valid names: code, gsm8k, guess, math. Did you mean .guess."):
+    with pytest.raises(UnknownNameError, match="valid names: code, codebreak, gsm8k, guess, math. Did you mean .guess."):
         get_task("gues")
 
 

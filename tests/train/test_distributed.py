@@ -34,7 +34,7 @@ TRAIN = [
 def attempts(tmp_path_factory, tiny_policy_folder) -> Path:
     """A rollout of 8 guess problems x G = 4 x K = 3 by the tiny policy."""
     folder = tmp_path_factory.mktemp("distributed")
-    run_calgrpo("problems", "--output", str(folder / "problems.parquet"), "--num-problems", "8", "--num-values", "8")
+    run_calgrpo("problems", "--output", str(folder / "problems.parquet"), "--num-problems", "8", "--task-options", "num_values", "8")
     run_calgrpo(
         "rollout",
         "--problems",

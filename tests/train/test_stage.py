@@ -24,7 +24,7 @@ SETTINGS = TrainConfig(learning_rate=3e-3, minibatches=2, ppo_epochs=2, warmup_s
 def attempts(tmp_path_factory, tiny_policy_folder) -> Path:
     """A rollout of 8 guess problems x G = 4 x K = 3 by the tiny policy."""
     folder = tmp_path_factory.mktemp("stage")
-    run_calgrpo("problems", "--output", str(folder / "problems.parquet"), "--num-problems", "8", "--num-values", "8")
+    run_calgrpo("problems", "--output", str(folder / "problems.parquet"), "--num-problems", "8", "--task-options", "num_values", "8")
     return _rollout(folder / "problems.parquet", tiny_policy_folder, folder)
 
 

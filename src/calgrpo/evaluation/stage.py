@@ -21,9 +21,10 @@ class EvaluateConfig:
     """Evaluate a model's Verification@k on a problems file."""
 
     problems: str
-    """problems.parquet (local path or s3://...), e.g. the eval split of `calgrpo ingest`."""
+    """A problems.parquet or an ingest output folder, local or s3:// (``runs/data#eval`` for its
+    eval split)."""
     model: str
-    """Candidate policy: hub id, local folder or s3:// prefix."""
+    """Candidate policy: hub id (ID@REVISION pins one), local folder, s3:// prefix or tiny:llama."""
     output: str
     """Output folder (local or s3://), published with a manifest."""
     baseline: str | None = None
@@ -82,18 +83,14 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
 
     from calgrpo.evaluation.report import write_html, write_markdown, write_plot
     from calgrpo.evaluation.summary import compare, per_problem_rows, summarize
-    from calgrpo.io import read_problems
-    from calgrpo.storage import is_s3, publish_folder
-    from calgrpo.storage.folders import content_fingerprint, fetch_file
+    from calgrpo.io import load_problems
+    from calgrpo.storage import publish_folder
+    from calgrpo.storage.folders import content_fingerprint
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="calgrpo-eval-") as folder:
         out = Path(folder)
-        source = config.problems
-        if is_s3(source):
-            fetch_file(source, out / "problems.parquet")  # through its folder's manifest, verified
-            source = str(out / "problems.parquet")
-        problems = read_problems(source)
+        problems = load_problems(config.problems)  # an s3:// one through its manifest, verified
         candidate, rollout_s = _episodes(config, config.model, problems)
         metrics: dict[str, Any] = {
             "candidate_model": config.model, "baseline_model": config.baseline, "num_attempts": config.k,

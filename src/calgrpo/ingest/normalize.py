@@ -1,9 +1,9 @@
 """Per-format mapping of raw records to the problem schema (id, task, prompt, answer, tests, meta).
 
-Formats: ``gsm8k`` (question/answer), ``math`` (problem/solution, optional answer/level/type),
-``humaneval`` (task_id/prompt/canonical_solution/test/entry_point), ``mbpp``
-(task_id/text/code/test_list, optional test_imports/test_setup_code), and ``jsonl``/``parquet``
-already in the problem schema (task/prompt/answer, optional id/tests/meta).
+The formats of public datasets are registered by their task's module (``register_format``):
+``gsm8k`` (tasks/gsm8k.py), ``math`` (tasks/math.py), ``humaneval`` and ``mbpp`` (tasks/code.py).
+``jsonl`` and ``parquet`` are records already in the problem schema (task/prompt/answer, optional
+id/tests/meta), of any task.
 """
 
 from __future__ import annotations
@@ -56,44 +56,6 @@ def last_boxed(text: str) -> str | None:
     return None
 
 
-@register_format("gsm8k", ("question", "answer"))
-def _gsm8k(raw: dict) -> dict:
-    return {"task": "gsm8k", "prompt": raw["question"], "answer": raw["answer"], "tests": "", "meta": {}}
-
-
-@register_format("math", ("problem",))
-def _math(raw: dict) -> dict:
-    answer = raw.get("answer") or last_boxed(str(raw.get("solution") or "")) or ""
-    meta = {k: raw[k] for k in ("level", "type", "subject") if raw.get(k) is not None}
-    return {"task": "math", "prompt": raw["problem"], "answer": answer, "tests": "", "meta": meta}
-
-
-@register_format("humaneval", ("prompt", "test", "entry_point"))
-def _humaneval(raw: dict) -> dict:
-    meta = {"format": "humaneval", "entry_point": raw["entry_point"]}
-    if raw.get("task_id") is not None:
-        meta["source_id"] = str(raw["task_id"])
-    return {"task": "code", "prompt": raw["prompt"], "answer": raw.get("canonical_solution") or "",
-            "tests": raw["test"], "meta": meta}  # fmt: skip
-
-
-@register_format("mbpp", ("text", "test_list"))
-def _mbpp(raw: dict) -> dict:
-    tests = list(raw["test_list"]) if isinstance(raw["test_list"], (list, tuple)) else [str(raw["test_list"])]
-    prompt = f"{raw['text']}\nYour code should pass these tests:\n" + "\n".join(tests[:1])
-    meta = {"format": "mbpp", "test_imports": list(raw.get("test_imports") or []),
-            "test_setup_code": raw.get("test_setup_code") or ""}  # fmt: skip
-    if raw.get("task_id") is not None:
-        meta["source_id"] = str(raw["task_id"])
-    return {
-        "task": "code",
-        "prompt": prompt,
-        "answer": raw.get("code") or "",
-        "tests": "\n".join(tests),
-        "meta": meta,
-    }
-
-
 def _schema(raw: dict) -> dict:
     meta = raw.get("meta") or {}
     if isinstance(meta, str):
@@ -115,6 +77,8 @@ def normalize(records: list[dict[str, Any]], fmt: str) -> list[dict[str, Any]]:
     Raises InvalidInputError naming the missing fields when a record does not have the format's
     required fields (the usual sign of a wrong ``--format``).
     """
+    import calgrpo.tasks  # noqa: F401 (the task modules register their formats)
+
     required, fn = FORMATS.get(fmt)
     rows = []
     for number, raw in enumerate(records, start=1):

@@ -59,20 +59,15 @@ def _suites(max_prompt_chars: int, tasks: list[str]):
         # A prompt of only whitespace (or invisible characters) passes the length bound but asks nothing.
         e.ExpectColumnValuesToMatchRegex(column="prompt", regex=VISIBLE_CHARACTER),
     ]
+    from calgrpo.tasks import TASKS
+
+    # Each task names the check columns its rows must pass and the values that pass (Task.checks).
     per_task = {
-        "gsm8k": [
-            e.ExpectColumnValuesToBeInSet(column="answer_ok", value_set=["ok"]),
-            # "n/a" only where answer_ok already failed (no number to bound).
-            e.ExpectColumnValuesToBeInSet(column="gold_bounded", value_set=["ok", "n/a"]),
-        ],
-        "math": [e.ExpectColumnValuesToBeInSet(column="answer_ok", value_set=["ok"])],
-        "code": [
-            e.ExpectColumnValuesToBeInSet(column="tests_compile", value_set=["ok"]),
-            e.ExpectColumnValuesToBeInSet(column="tests_shape", value_set=["ok"]),
-            e.ExpectColumnValuesToBeInSet(column="canonical", value_set=["ok", "n/a"]),
-        ],
-    }
-    return common, per_task
+        name: [e.ExpectColumnValuesToBeInSet(column=column, value_set=list(passing))
+               for column, passing in TASKS.get(name).checks.items()]
+        for name in tasks
+    }  # fmt: skip
+    return common, {name: expectations for name, expectations in per_task.items() if expectations}
 
 
 def validate(frame, max_prompt_chars: int = 20000) -> ValidationReport:

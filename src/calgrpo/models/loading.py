@@ -1,4 +1,9 @@
-"""Load a policy (causal LM + tokenizer) from a Hugging Face id, a local folder or an s3:// prefix.
+"""Load a policy (causal LM + tokenizer) from any model source a command takes, through one resolver.
+
+Sources: a local folder (``save_pretrained``), an ``s3://`` prefix, a Hugging Face hub id with an
+optional revision (``org/name@v1.0``, a branch, tag or commit; fetched into the hub's cache, offline
+when ``HF_HUB_OFFLINE=1`` and it is cached), or ``tiny:llama`` / ``tiny:qwen2`` (a tiny model built
+from the default config, the same bytes wherever it is built, kept in the cache).
 
 ``s3://bucket/prefix`` folders must be published with a manifest (``calgrpo s3 publish``); they are
 fetched once, every file checked against its sha256, into a cache keyed by the URI and the
@@ -11,6 +16,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,18 +43,65 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("CALGRPO_CACHE", Path.home() / ".cache" / "calgrpo"))
 
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?(@[\w./-]+)?")
+"""``name`` or ``org/name``, optionally ``@revision`` (what the hub accepts, nothing a path could hide in)."""
+_HUB_SKIPPED = ["*.gguf", "*.onnx", "*.msgpack", "*.h5", "*.ot", "*.pth", "original/*", "onnx/*"]
+"""Files of a hub repository no transformers load needs (other runtimes' copies of the weights)."""
+
+
 def resolve_model_folder(uri: str, cache_dir: Path | None = None) -> str:
-    """A local folder (for s3:// and local URIs) or the hub id unchanged."""
+    """The local folder that holds the model ``uri`` names (see the module's sources)."""
+    models = cache_dir or default_cache_dir() / "models"
     if uri.startswith("s3://"):
-        return str(download_s3_folder(uri, cache_dir or default_cache_dir() / "models"))
+        return str(download_s3_folder(uri, models))
+    if uri.startswith("tiny:"):
+        return str(build_tiny_folder(uri, models))
     path = Path(uri).expanduser()
     if path.exists():
-        if not (path / "config.json").is_file():
-            raise InvalidInputError(f"model folder {uri} has no config.json; save it with save_pretrained")
+        if not path.is_dir() or not (path / "config.json").is_file():
+            raise InvalidInputError(
+                f"model {uri} is not a model folder (no config.json); save one with save_pretrained, "
+                "or give a hub id, an s3:// prefix or tiny:llama"
+            )
         return str(path)
-    if uri.startswith((".", "/", "~")):
-        raise InvalidInputError(f"model folder {uri} does not exist")
-    return uri  # a hub id such as "Qwen/Qwen2.5-0.5B-Instruct"
+    if uri.startswith((".", "/", "~")) or not _HUB_ID.fullmatch(uri):
+        raise InvalidInputError(f"model {uri}: no such folder, and not a hub id (org/name[@revision])")
+    return str(download_hub_model(uri))
+
+
+def download_hub_model(uri: str) -> Path:
+    """``org/name[@revision]`` from the hub into its cache (the cached copy when offline)."""
+    from huggingface_hub import snapshot_download
+
+    repo, _, revision = uri.partition("@")
+    try:
+        return Path(snapshot_download(repo, revision=revision or None, ignore_patterns=_HUB_SKIPPED))
+    except Exception as error:  # noqa: BLE001 (the hub client raises a different type per cause)
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InvalidInputError(
+            f"model {uri}: cannot get it from the hub ({type(error).__name__}: {reason[:200]}); check the id "
+            "and revision and the network, or give a local folder or s3:// prefix"
+        ) from None
+
+
+def build_tiny_folder(uri: str, cache_root: Path) -> Path:
+    """``tiny:llama`` / ``tiny:qwen2`` saved once into the cache (built deterministically, so the
+    cached copy is the model any other process would build)."""
+    from calgrpo.models.tiny import save_tiny_from_uri
+
+    target = cache_root / uri.replace(":", "-")
+    if (target / "config.json").is_file():
+        return target
+    cache_root.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".tiny-", dir=cache_root))
+    try:
+        save_tiny_from_uri(uri, scratch)  # an unknown architecture fails here, naming the choices
+        scratch.rename(target)  # atomic: a concurrent builder's copy is the same model
+    except OSError:
+        pass  # another process renamed its copy first
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return target
 
 
 def inference_placement() -> tuple[str, torch.dtype]:

@@ -1,17 +1,25 @@
-"""Problems, verdicts and the task registry (docs/tasks.md).
+"""Problems, verdicts and the task registry (docs/tasks.md, docs/development.md).
 
-A task type bundles what is specific to a kind of problem: how its prompt is shown to the model,
-how an attempt is verified, and what feedback the model sees after a failed attempt. Rollout,
-training and evaluation only talk to this interface, so new tasks plug in by registration.
+A task type is one module that bundles what is specific to a kind of problem: how its prompt is
+shown to the model, how an attempt is verified, the feedback after a failed attempt, the ingest
+formats that normalise a public dataset into its problems (``register_format``) and ingest's
+per-row checks of them (:meth:`Task.check_rows`); a synthetic task also generates its problems from
+its options (:class:`SyntheticTask`). Rollout, training, ingest and evaluation only talk to this
+interface, so a new task plugs in by registering itself, and importing ``calgrpo.tasks`` registers
+every built-in one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import typing
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from calgrpo.errors import ConfigError
 from calgrpo.registry import Registry
 
 FeedbackMode = Literal["binary", "detailed"]
@@ -108,6 +116,60 @@ class Task(ABC):
         texts = [self.format_prompt(p) for p in problems]
         return texts + [self.feedback(p, Verdict(False, "")) for p in problems[:1]]
 
+    checks: ClassVar[dict[str, tuple[str, ...]]] = {}
+    """Ingest: the check columns :meth:`check_rows` fills, each with the values that pass it."""
+
+    @classmethod  # noqa: B027 (optional: most tasks have nothing to check)
+    def check_rows(cls, rows: list[dict[str, Any]], *, check_canonical: bool, workers: int | None) -> None:
+        """Ingest's checks of this task's normalised rows, in place: set any of the columns
+        ``answer_ok``, ``gold_bounded``, ``tests_compile``, ``tests_shape``, ``canonical`` to "ok" or
+        the reason a row fails (they start as "n/a"; Great Expectations holds them to ``checks``)."""
+
+
+class SyntheticTask(Task):
+    """A task whose problems are generated: ``calgrpo learn`` and the train pipeline draw fresh ones
+    every round when no dataset is given. ``Options`` is the frozen dataclass of its settings (the
+    run config's ``task_options``); the constructor takes its fields as keyword arguments."""
+
+    Options: ClassVar[type]
+
+    def __init__(self, **options: Any):
+        self.options = self.Options(**options)  # the options dataclass validates itself
+
+    @abstractmethod
+    def generate(self, num_problems: int, seed: int, id_prefix: str = "") -> list[Problem]:
+        """``num_problems`` problems drawn from ``seed`` alone; ids ``{id_prefix}-{i:06d}``."""
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> SyntheticTask:
+        """The task with ``options`` given as strings (from a command line or a config file) or values:
+        each converted to its field's type; an unknown name or a bad value fails naming it."""
+        hints = typing.get_type_hints(cls.Options)
+        names = [f.name for f in dataclasses.fields(cls.Options)]
+        values = {}
+        for name, value in options.items():
+            if name not in names:
+                known = ", ".join(names)
+                raise ConfigError(f"task_options: {cls.name} has no option {name!r}; its options: {known}")
+            values[name] = _typed(hints[name], value, f"task_options.{name}")
+        return cls(**values)
+
+
+def _typed(hint: Any, value: Any, where: str) -> Any:
+    """``value`` (a string from a command line, or already a value) as a ``hint`` (int, float, str, bool)."""
+    if hint is bool:
+        if isinstance(value, bool) or str(value).lower() in ("true", "false"):
+            return value if isinstance(value, bool) else str(value).lower() == "true"
+    else:
+        try:
+            typed = hint(value)
+            if hint is int and str(typed) != str(value).strip() and typed != value:
+                raise ValueError
+            return typed
+        except (TypeError, ValueError):
+            pass
+    raise ConfigError(f"{where}: {value!r} is not of type {hint.__name__}")
+
 
 TASKS: Registry[type[Task]] = Registry("task type")
 
@@ -121,6 +183,16 @@ def register_task(cls: type[Task]) -> type[Task]:
 def get_task(name: str, **params: Any) -> Task:
     """Instantiate the task type registered as ``name`` with ``params``."""
     return TASKS.get(name)(**params)
+
+
+def synthetic_task(name: str, options: Mapping[str, Any] | None = None) -> SyntheticTask:
+    """The synthetic task ``name`` with ``options`` (see :meth:`SyntheticTask.from_options`)."""
+    cls = TASKS.get(name)  # an unknown name fails with the list of known ones
+    if not issubclass(cls, SyntheticTask):
+        generated = ", ".join(n for n in TASKS.names() if issubclass(TASKS.get(n), SyntheticTask))
+        raise ConfigError(f"task {name!r} has no problem generator: give a --dataset, or a synthetic task "
+                          f"({generated})")  # fmt: skip
+    return cls.from_options(options or {})
 
 
 def verify_batch(tasks: dict[str, Task], problems: list[Problem], completions: list[str]) -> list[Verdict]:

@@ -9,11 +9,14 @@ is the completion's code alone.
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from calgrpo.errors import ConfigError
+from calgrpo.ingest.normalize import register_format
 from calgrpo.sandbox.config import SandboxConfig
 from calgrpo.sandbox.judge import JudgePool
 from calgrpo.tasks.base import FeedbackMode, Problem, Task, Verdict, register_task
@@ -134,3 +137,88 @@ class CodeTask(Task):
 
     def close(self) -> None:
         self.pool.close()
+
+    # "n/a" for canonical: a problem without a solution, or checks run without --check-canonical.
+    checks = {"tests_compile": ("ok",), "tests_shape": ("ok",), "canonical": ("ok", "n/a")}
+
+    @classmethod
+    def check_rows(cls, rows: list[dict[str, Any]], *, check_canonical: bool, workers: int | None) -> None:
+        for row in rows:
+            row.update(code_checks(row))
+        canonical = [
+            r for r in rows if r["answer"] and r["tests_compile"] == "ok" and r["tests_shape"] == "ok"
+        ]
+        if not canonical or not check_canonical:
+            return
+        task = cls(workers=workers)
+        problems = [Problem(id=r.get("id") or "", task="code", prompt=r["prompt"], answer=r["answer"],
+                            tests=r["tests"], meta=r["meta"]) for r in canonical]  # fmt: skip
+        # The dataset's tests are not trusted yet: they run in the jail with the solution.
+        try:
+            passed = task.self_test_many(problems)
+        finally:
+            task.close()
+        for row, ok in zip(canonical, passed, strict=True):
+            row["canonical"] = "ok" if ok else "canonical solution fails its tests (run in the sandbox)"
+
+
+def code_checks(row: dict[str, Any]) -> dict[str, str]:
+    """``tests_compile`` and ``tests_shape`` ("check" defined / asserts present) as "ok" or a reason."""
+    fmt = (row.get("meta") or {}).get("format", "humaneval")
+    try:
+        tree = ast.parse(row.get("tests") or "")
+    except SyntaxError as exc:
+        return {"tests_compile": f"SyntaxError line {exc.lineno}: {exc.msg}", "tests_shape": "n/a"}
+    if fmt == "humaneval":
+        has = any(isinstance(node, ast.FunctionDef) and node.name == "check" for node in ast.walk(tree))
+        shape = "ok" if has else "tests do not define check(candidate)"
+        if not (row.get("meta") or {}).get("entry_point"):
+            shape = "meta.entry_point missing"
+    elif fmt == "mbpp":
+        shape = (
+            "ok"
+            if any(isinstance(node, ast.Assert) for node in ast.walk(tree))
+            else "tests contain no assert"
+        )
+        if shape == "ok" and not _solution_names(row):
+            shape = "tests call no function of the solution (every program would pass)"
+    else:
+        shape = f"unknown code format {fmt!r}"
+    return {"tests_compile": "ok", "tests_shape": shape}
+
+
+def _solution_names(row: dict[str, Any]) -> list[str]:
+    """Names an MBPP test needs from the solution, found statically: the dataset's setup code is not
+    run on the host (see entry_points.py for how verification picks them)."""
+    from calgrpo.sandbox.entry_points import bound_names, required_names
+
+    meta = row.get("meta") or {}
+    setup = "\n".join([*(meta.get("test_imports") or []), meta.get("test_setup_code") or ""])
+    try:
+        setup_names = bound_names(ast.parse(setup))
+    except SyntaxError:
+        setup_names = set()
+    return required_names(row.get("tests") or "", dict.fromkeys(setup_names))
+
+
+@register_format("humaneval", ("prompt", "test", "entry_point"))
+def humaneval_format(raw: dict) -> dict:
+    """HumanEval's task_id/prompt/canonical_solution/test/entry_point records."""
+    meta = {"format": "humaneval", "entry_point": raw["entry_point"]}
+    if raw.get("task_id") is not None:
+        meta["source_id"] = str(raw["task_id"])
+    return {"task": "code", "prompt": raw["prompt"], "answer": raw.get("canonical_solution") or "",
+            "tests": raw["test"], "meta": meta}  # fmt: skip
+
+
+@register_format("mbpp", ("text", "test_list"))
+def mbpp_format(raw: dict) -> dict:
+    """MBPP's task_id/text/code/test_list records (optional test_imports/test_setup_code)."""
+    tests = list(raw["test_list"]) if isinstance(raw["test_list"], (list, tuple)) else [str(raw["test_list"])]
+    prompt = f"{raw['text']}\nYour code should pass these tests:\n" + "\n".join(tests[:1])
+    meta = {"format": "mbpp", "test_imports": list(raw.get("test_imports") or []),
+            "test_setup_code": raw.get("test_setup_code") or ""}  # fmt: skip
+    if raw.get("task_id") is not None:
+        meta["source_id"] = str(raw["task_id"])
+    return {"task": "code", "prompt": prompt, "answer": raw.get("code") or "", "tests": "\n".join(tests),
+            "meta": meta}  # fmt: skip

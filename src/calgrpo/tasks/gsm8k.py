@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import re
 from fractions import Fraction
+from typing import Any
 
+from calgrpo.ingest.normalize import register_format
 from calgrpo.tasks.base import FeedbackMode, Problem, Task, Verdict, register_task
 
 MAX_NUMBER_CHARS = 64
@@ -147,3 +149,30 @@ class GSM8KTask(Task):
         if verdict.detail == "no_answer":
             return "No final answer found. End your answer with '#### <number>'."
         return f"Incorrect: {verdict.message}. Try again."
+
+    # "n/a" for gold_bounded only where answer_ok already failed (no number to bound).
+    checks = {"answer_ok": ("ok",), "gold_bounded": ("ok", "n/a")}
+
+    @classmethod
+    def check_rows(cls, rows: list[dict[str, Any]], *, check_canonical: bool, workers: int | None) -> None:
+        for row in rows:
+            row.update(gsm8k_checks(row["answer"]))
+
+
+GOLD_UNBOUNDED = f"gold answer is not a finite number of at most {MAX_NUMBER_CHARS} characters"
+
+
+def gsm8k_checks(answer: str | None) -> dict[str, str]:
+    """``answer_ok`` ("#### <number>" present) and ``gold_bounded`` (that number is one the verifier
+    accepts) as "ok" or a reason; two facts so the report names which one failed."""
+    if not answer or "####" not in answer or not looks_like_number(gold_text(answer)):
+        return {"answer_ok": "no '#### <number>' in the answer", "gold_bounded": "n/a"}
+    # The verifier answers bad_gold on every attempt at an unbounded gold: a problem nobody can solve.
+    bounded = extract_gold(answer) is not None
+    return {"answer_ok": "ok", "gold_bounded": "ok" if bounded else GOLD_UNBOUNDED}
+
+
+@register_format("gsm8k", ("question", "answer"))
+def gsm8k_format(raw: dict) -> dict:
+    """GSM8K's question/answer records."""
+    return {"task": "gsm8k", "prompt": raw["question"], "answer": raw["answer"], "tests": "", "meta": {}}

@@ -12,28 +12,46 @@ from __future__ import annotations
 
 import random
 import re
+from dataclasses import dataclass
 from functools import cache
 
 from calgrpo.errors import ConfigError
-from calgrpo.tasks.base import FeedbackMode, Problem, Task, Verdict, register_task
+from calgrpo.tasks.base import FeedbackMode, Problem, SyntheticTask, Verdict, register_task
 
 _FIRST_INTEGER = re.compile(r"-?\d+")
 
 
+@dataclass(frozen=True)
+class GuessOptions:
+    """The guess task's settings (``task_options`` of a run)."""
+
+    num_values: int = 32
+    """N: the hidden number and the hint are in 0..N-1."""
+    hint_prob: float = 0.5
+    """Probability that the hint is the hidden number."""
+
+    def __post_init__(self) -> None:
+        if self.num_values < 2:
+            raise ConfigError(f"guess task: num_values must be >= 2, got {self.num_values}")
+        if not 0.0 <= self.hint_prob <= 1.0:
+            raise ConfigError(f"guess task: hint_prob must be in [0, 1], got {self.hint_prob}")
+
+
 @register_task
-class GuessTask(Task):
+class GuessTask(SyntheticTask):
     """Guess a hidden integer with a noisy hint; feedback is higher/lower."""
 
     name = "guess"
     default_max_new_tokens = 2  # "<number> <|end|>"
+    Options = GuessOptions
 
-    def __init__(self, num_values: int = 32, hint_prob: float = 0.5):
-        if num_values < 2:
-            raise ConfigError(f"guess task: num_values must be >= 2, got {num_values}")
-        if not 0.0 <= hint_prob <= 1.0:
-            raise ConfigError(f"guess task: hint_prob must be in [0, 1], got {hint_prob}")
-        self.num_values = num_values
-        self.hint_prob = hint_prob
+    @property
+    def num_values(self) -> int:
+        return self.options.num_values
+
+    @property
+    def hint_prob(self) -> float:
+        return self.options.hint_prob
 
     def generate(self, num_problems: int, seed: int, id_prefix: str = "guess") -> list[Problem]:
         """``num_problems`` problems drawn with ``random.Random(seed)``; ids ``{id_prefix}-{i}``."""

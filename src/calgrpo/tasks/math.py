@@ -7,8 +7,10 @@ the main thread; so every check runs in a pool process that is killed if it over
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from calgrpo.errors import ConfigError
+from calgrpo.ingest.normalize import last_boxed, register_format
 from calgrpo.tasks.base import FeedbackMode, Problem, Task, Verdict, register_task
 from calgrpo.workers import TimeoutPool
 
@@ -109,3 +111,33 @@ class MathTask(Task):
         if self._pool is not None:
             self._pool.close()
             self._pool = None
+
+    checks = {"answer_ok": ("ok",)}
+
+    @classmethod
+    def check_rows(cls, rows: list[dict[str, Any]], *, check_canonical: bool, workers: int | None) -> None:
+        pool = TimeoutPool(math_answer_parses, workers or 2, timeout_s=10.0, warmup=warm_up_math_verify)
+        try:
+            outcomes = pool.map([row["answer"] or "" for row in rows])
+        finally:
+            pool.close()
+        for row, outcome in zip(rows, outcomes, strict=True):
+            row["answer_ok"] = "ok" if outcome.value else "math-verify cannot parse the answer"
+
+
+def math_answer_parses(answer: str) -> bool:
+    """math-verify finds an expression in the gold answer (runs in a killable worker)."""
+    from math_verify import parse
+
+    if not answer or not answer.strip():
+        return False
+    text = answer if ("$" in answer or "\\boxed" in answer) else f"${answer}$"
+    return bool(parse(text))
+
+
+@register_format("math", ("problem",))
+def math_format(raw: dict) -> dict:
+    """MATH's problem/solution records (the answer: the given one, else the solution's last \\boxed{})."""
+    answer = raw.get("answer") or last_boxed(str(raw.get("solution") or "")) or ""
+    meta = {k: raw[k] for k in ("level", "type", "subject") if raw.get(k) is not None}
+    return {"task": "math", "prompt": raw["problem"], "answer": answer, "tests": "", "meta": meta}
