@@ -39,7 +39,8 @@ def test_the_docs_quote_the_commands_that_matter() -> None:
 
 
 @pytest.mark.parametrize("command", [c for _, c in COMMANDS], ids=[i for i, _ in COMMANDS])
-def test_quoted_command_parses(command, tmp_path) -> None:
+def test_quoted_command_parses(command, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(ROOT)  # the docs name config files by their path in the repository
     try:
         config, handler = parse(shlex.split(command)[1:])
     except SystemExit as exit_:  # tyro/argparse reject unknown flags or bad values this way
@@ -50,4 +51,5 @@ def test_quoted_command_parses(command, tmp_path) -> None:
         from calgrpo.pipelines.submit import package_for, parse_params
 
         package = package_for(config.pipeline, tmp_path, as_pipeline_config(config), config.train_nodes)
-        assert parse_params(list(config.param), package)
+        params = parse_params(list(config.param), package)  # raises on a bad name or value
+        assert set(params) == {param.split("=", 1)[0] for param in config.param}
