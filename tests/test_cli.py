@@ -99,6 +99,22 @@ def test_natural_mistakes_get_one_line_and_debug_a_traceback(tmp_path) -> None:
         assert debugged.returncode == 1 and "Traceback" in debugged.stderr
 
 
+def test_usage_mistakes_are_one_line_with_the_fix() -> None:
+    for args, expected in [
+        ((), "no command given: expected one of {check-estimator"),
+        (("learn", "--roundz", "2"), "Unrecognized options: --roundz, 2; did you mean --rounds?"),
+        (("learn", "--rounds", "x"), "Error parsing --rounds: invalid literal for int()"),
+        (("ingest", "--format", "gsm9k", "--input", "x", "--output", "y"), "invalid choice 'gsm9k' for argument"),
+        (("evaluate",), "missing --problems, --model, --output (required)"),
+        (("learn", "--task-options", "num_value", "8"), "guess has no option 'num_value'; its options: num_values"),
+    ]:  # fmt: skip
+        result = subprocess.run([sys.executable, "-m", "calgrpo", *args], capture_output=True, text=True,
+                                timeout=120, check=False, env={**os.environ, "COLUMNS": "60"})  # fmt: skip
+        assert result.returncode == 2, (args, result.stderr)
+        assert result.stderr.startswith("calgrpo: error: ") and expected in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
 def test_problems_may_be_an_ingest_output_folder(tmp_path) -> None:
     import pandas as pd
 

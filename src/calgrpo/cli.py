@@ -37,10 +37,38 @@ def parse(argv: Sequence[str]):
         cause = _config_error_in(exit)
         if cause is not None:
             raise cause from None
-        sys.stderr.write(usage.getvalue())
+        line = one_line_usage_error(usage.getvalue()) if exit.code else None
+        sys.stderr.write(f"calgrpo: error: {line}\n" if line else usage.getvalue())
         raise
     sys.stderr.write(usage.getvalue())
     return config, next(h for cls, h in COMMANDS.values() if isinstance(config, cls))
+
+
+def one_line_usage_error(box: str) -> str | None:
+    """tyro's usage-error box as one line: what is wrong, the flag it suggests, where help is."""
+    rows = [row.strip().strip("│").strip() for row in box.splitlines() if row.strip().startswith("│")]
+    if not rows:
+        return None
+    sections: list[list[str]] = [[]]
+    for row in rows:
+        if row and set(row) <= {"─"}:
+            sections.append([])
+        elif row:
+            sections[-1].append(row)
+    first = sections[0]
+    flags = [row.split()[0] for row in first[1:] if row.startswith("--")]
+    if first and first[0].startswith("Missing from") and flags:  # required options: their names only
+        message = f"missing {', '.join(flags)} (required)"
+    else:
+        message = " ".join(first)
+    if "Missing subcommand" in box.splitlines()[0]:
+        message = f"no command given: {message[0].lower()}{message[1:]}"
+    for section in sections[1:]:
+        if section and section[0].startswith("Perhaps you meant") and len(section) > 1:
+            message += f"; did you mean {section[1].split()[0]}?"
+        elif section and section[-1].startswith("For full helptext"):
+            message += f" ({section[-1].removeprefix('For full helptext, ').removesuffix('.')})"
+    return message
 
 
 def _config_error_in(error: BaseException) -> ConfigError | None:

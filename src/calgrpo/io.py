@@ -55,7 +55,8 @@ def read_problems(path: str | Path) -> list[Problem]:
     path = Path(path)
     if path.is_dir():
         if not (path / "problems.parquet").is_file():
-            raise InvalidInputError(f"{path} is a folder without problems.parquet: give a problems file")
+            raise InvalidInputError(f"{path} is a folder without problems.parquet: give a problems file, or "
+                                    f"{path}#train / #eval for a split of an ingest output")  # fmt: skip
         path = path / "problems.parquet"
     if not path.is_file():
         raise InvalidInputError(f"no such problems file: {path}")

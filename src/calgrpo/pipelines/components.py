@@ -15,16 +15,13 @@ from calgrpo.pipelines.images import CPU_IMAGE, GPU_IMAGE, SANDBOX_IMAGE
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def fetch_model(model_uri: str, model: Output[Model]):
-    """Materialise a policy (hub id, s3:// prefix, local folder, or tiny:llama) as a Model artifact."""
+    """Materialise a policy (hub id with optional @revision, s3:// prefix, local folder, or tiny:llama)
+    as a Model artifact."""
     from calgrpo.models.loading import load_policy
-    from calgrpo.models.tiny import save_tiny_from_uri
 
-    if model_uri.startswith("tiny:"):
-        save_tiny_from_uri(model_uri, model.path)
-    else:
-        policy = load_policy(model_uri)
-        policy.model.save_pretrained(model.path)
-        policy.tokenizer.save_pretrained(model.path)
+    policy = load_policy(model_uri)
+    policy.model.save_pretrained(model.path)
+    policy.tokenizer.save_pretrained(model.path)
     model.metadata["source"] = model_uri
 
 
@@ -142,8 +139,7 @@ def verify(
     from calgrpo.verify import VerifyStageConfig, verify_stage
 
     Path(verdicts.path).mkdir(parents=True, exist_ok=True)
-    result = verify_stage(VerifyStageConfig(problems=Path(problems.path, "problems.parquet"),
-                                            attempts=attempts_table(attempts.path),
+    result = verify_stage(VerifyStageConfig(problems=problems.path, attempts=attempts_table(attempts.path),
                                             output=Path(verdicts.path, "verdicts.parquet")))  # fmt: skip
     for task, numbers in result["per_task"].items():
         summary.log_metric(f"verify/{task}/pass_rate", numbers["pass_rate"])
@@ -266,15 +262,13 @@ def evaluate(
     metrics: Output[Metrics],
 ):
     """V@1..V@K with bootstrap intervals, against a baseline when given; reports, per-problem rows."""
-    from pathlib import Path
-
     from calgrpo.evaluation.stage import EvaluateConfig, evaluate
     from calgrpo.pipelines.steps import log_evaluation
 
-    chosen = Path(problems.path, f"{split}.parquet" if split else "problems.parquet")
     outcome = evaluate(EvaluateConfig(
-        problems=str(chosen), model=model.path, baseline=baseline_uri or None, output=results.path,
-        k=num_attempts, samples=samples, max_new_tokens=max_new_tokens or None, seed=seed,
+        problems=f"{problems.path}#{split}" if split else problems.path, model=model.path,
+        baseline=baseline_uri or None, output=results.path, k=num_attempts, samples=samples,
+        max_new_tokens=max_new_tokens or None, seed=seed,
     ))  # fmt: skip
     log_evaluation(outcome, results.path, report, metrics)
 
