@@ -45,7 +45,7 @@ def learn_config(args: argparse.Namespace, method: str, seed: int):
             intermediate_size=2 * args.hidden,
             seed=seed,
         ),
-        num_values=args.num_values,
+        task_options={"num_values": args.num_values},
         rounds=args.rounds,
         prompts_per_round=args.prompts,
         rollout=RolloutConfig(
