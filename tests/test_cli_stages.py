@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 
 from calgrpo.manifest import is_complete
@@ -32,6 +34,8 @@ def test_stages_over_files(tmp_path, tiny_policy_folder) -> None:
     assert first["attempts"] == len(frame)
     assert set(frame.groupby("problem_id")["sample"].nunique()) == {4}
     assert 0.0 <= first["v@1"] <= first["v@3"] <= 1.0
+    saved = json.loads((tmp_path / "attempts.config.json").read_text())  # the resolved config beside it
+    assert saved["rollout"]["num_attempts"] == 3 and saved["rollout"]["sampling"]["max_new_tokens"] == 2
 
     trained = tmp_path / "round1"
     metrics = run_calgrpo(

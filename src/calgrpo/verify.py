@@ -54,6 +54,7 @@ class VerifyStageConfig:
 
 def verify_stage(config: VerifyStageConfig) -> dict[str, Any]:
     """Verify every attempt, write the verdicts and the summary; returns the summary."""
+    from calgrpo.configs import write_config
     from calgrpo.io import load_problems
     from calgrpo.rollout.records import read_completions
     from calgrpo.tasks import build_tasks
@@ -69,6 +70,7 @@ def verify_stage(config: VerifyStageConfig) -> dict[str, Any]:
             task.close()
     write_verdicts(rows, config.output)
     write_summary(summary, Path(config.output).with_name(Path(config.output).stem + ".summary.json"))
+    write_config(config, Path(config.output).with_name(Path(config.output).stem + ".config.json"))
     return summary
 
 

@@ -81,6 +81,7 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     """Run the evaluation and publish its outputs; returns metrics.json's content."""
     import pandas as pd
 
+    from calgrpo.configs import to_json
     from calgrpo.evaluation.report import write_html, write_markdown, write_plot
     from calgrpo.evaluation.summary import compare, per_problem_rows, summarize
     from calgrpo.io import load_problems
@@ -120,6 +121,7 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
         overhead = 1 - rollout_s / total if total > 0 else 0.0
         metrics["timing"] = {"rollout_and_verify_s": round(rollout_s, 3), "total_s": round(total, 3)}
         metrics["timing"]["overhead_share"] = round(overhead, 4)  # reading problems, statistics, reports
+        metrics["config"] = to_json(config)  # the resolved config, next to what it produced
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
         publish_folder(out, config.output)
     return metrics

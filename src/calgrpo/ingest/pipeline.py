@@ -90,6 +90,7 @@ def ingest(config: IngestConfig) -> dict[str, Any]:
     """Run the whole ingestion; returns the dataset card. Raises ValidationFailed on bad input."""
     import pandas as pd
 
+    from calgrpo.configs import to_json
     from calgrpo.ingest.checks import add_row_checks
     from calgrpo.ingest.normalize import content_id, normalize, normalized_prompt
     from calgrpo.ingest.readers import read_records
@@ -142,6 +143,7 @@ def ingest(config: IngestConfig) -> dict[str, Any]:
         "content_hash": content_hash(good_rows),
         "validation": "passed" if report.success else "failed rows quarantined",
         "elapsed_s": None,
+        "config": to_json(config),  # the resolved config, next to what it produced
     }
     if card["published"] + card["quarantined"] + card["duplicates_dropped"] != card["records_read"]:
         raise CalgrpoError(f"ingest lost rows: {card}")  # a bug, never expected

@@ -65,6 +65,7 @@ def rollout_stage(config: RolloutStageConfig) -> dict[str, Any]:
     """Roll out the problems (this shard of them), write the attempts; returns counts and V@k."""
     import torch
 
+    from calgrpo.configs import write_config
     from calgrpo.io import load_problems
     from calgrpo.metrics import verification_at_k
     from calgrpo.rollout.engine import open_engine
@@ -89,6 +90,8 @@ def rollout_stage(config: RolloutStageConfig) -> dict[str, Any]:
         show_progress=config.show_progress,
     )
     write_attempts(records, config.output)
+    # The resolved config, next to what it produced (OUTPUT's name + .config.json).
+    write_config(config, Path(config.output).with_name(Path(config.output).stem + ".config.json"))
     result: dict[str, Any] = {"problems": len(problems), "attempts": len(records)}
     result["output"] = str(config.output)
     result.update(verification_at_k(records, config.rollout.num_attempts))
