@@ -116,6 +116,25 @@ def test_completions_generated_elsewhere_are_verified_from_four_columns(tmp_path
     assert [(r.sample, r.attempt, r.reward) for r in rows] == [(0, 1, 0.0), (0, 2, 1.0), (1, 1, 1.0)]
 
 
+def test_a_long_verify_reports_progress_and_saves_its_config(tmp_path) -> None:
+    import pandas as pd
+
+    from calgrpo.tasks import Problem
+
+    write_problems([Problem(id="g1", task="gsm8k", prompt="2+2?", answer="#### 4")], tmp_path / "problems.parquet")
+    count = 3000
+    frame = pd.DataFrame({"problem_id": ["g1"] * count, "sample": range(count), "attempt": [1] * count,
+                          "completion": ["#### 4", "#### 5"] * (count // 2)})  # fmt: skip
+    frame.to_parquet(tmp_path / "completions.parquet")
+    result = _run_verify("--problems", str(tmp_path / "problems.parquet"), "--attempts",
+                         str(tmp_path / "completions.parquet"), "--output", str(tmp_path / "v.parquet"))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    reports = [json.loads(line) for line in result.stderr.splitlines() if line.startswith('{"progress"')]
+    assert len(reports) >= 5 and reports[-1]["done"] == reports[-1]["total"], result.stderr  # about every 10%
+    assert json.loads((tmp_path / "v.config.json").read_text())["attempts"] == str(tmp_path / "completions.parquet")
+    assert sum(row.reward for row in read_verdicts(tmp_path / "v.parquet")) == count // 2
+
+
 def test_bad_attempt_tables_and_outputs_are_refused_with_one_line(tmp_path) -> None:
     import pandas as pd
 

@@ -64,7 +64,7 @@ def verify_stage(config: VerifyStageConfig) -> dict[str, Any]:
     tasks = build_tasks({p.task for p in problems}, sandbox=config.sandbox, workers=config.workers,
                         math_timeout_s=config.math_timeout_s)  # fmt: skip
     try:
-        rows, summary = run_verify(problems, records, tasks)
+        rows, summary = run_verify(problems, records, tasks, show_progress=True)
     finally:
         for task in tasks.values():
             task.close()
@@ -95,11 +95,16 @@ VERDICT_COLUMNS = [f.name for f in fields(VerdictRow)]
 WEAK_ISOLATION = ("unshare+setuid", "rlimits")
 
 
-def verify_attempts(
-    problems: list[Problem], records: list[AttemptRecord], tasks: dict[str, Task]
-) -> list[VerdictRow]:
-    """Verdicts for every record, in order; each task type's attempts are verified as one batch."""
+PROGRESS_CHUNK = 256
+"""Attempts verified between progress reports at least (a batch per tenth of the work beyond that)."""
 
+
+def verify_attempts(
+    problems: list[Problem], records: list[AttemptRecord], tasks: dict[str, Task], show_progress: bool = False
+) -> list[VerdictRow]:
+    """Verdicts for every record, in order; each task type's attempts are verified in parallel, in
+    batches of a tenth of the work (at least PROGRESS_CHUNK) so that progress can be reported."""
+    from calgrpo.progress import progress
     from calgrpo.tasks import verify_batch
 
     by_id = {p.id: p for p in problems}
@@ -107,7 +112,12 @@ def verify_attempts(
     if missing:
         raise InvalidInputError(f"attempts refer to problems not in the problems file, e.g. {missing[:3]}")
     chosen = [by_id[r.problem_id] for r in records]
-    verdicts = verify_batch(tasks, chosen, [r.completion for r in records])
+    size = max(PROGRESS_CHUNK, -(-len(records) // 10))
+    starts = range(0, len(records), size)
+    verdicts = []
+    for start in progress(starts, desc=f"verify ({len(records)} attempts)", enabled=show_progress):
+        batch = records[start : start + size]
+        verdicts += verify_batch(tasks, chosen[start : start + size], [r.completion for r in batch])
     return [
         VerdictRow(
             problem_id=r.problem_id,
@@ -211,11 +221,11 @@ def apply_verdicts(records: list[AttemptRecord], rows: list[VerdictRow]) -> list
 
 
 def run_verify(
-    problems: list[Problem], records: list[AttemptRecord], tasks: dict[str, Task]
+    problems: list[Problem], records: list[AttemptRecord], tasks: dict[str, Task], show_progress: bool = False
 ) -> tuple[list[VerdictRow], dict]:
     """Verify and summarise; the summary also goes to the caller for printing."""
     started = time.perf_counter()
-    rows = verify_attempts(problems, records, tasks)
+    rows = verify_attempts(problems, records, tasks, show_progress)
     return rows, summarize(rows, time.perf_counter() - started)
 
 
