@@ -77,6 +77,11 @@ def test_every_command_takes_a_config_file_that_flags_override(tmp_path) -> None
     (tmp_path / "local.yaml").write_text("rounds: 2\n")
     pipeline, _ = parse(["pipeline", "run-local", f"--config={tmp_path / 'local.yaml'}"])
     assert pipeline.rounds == 2
+    # A mapping is merged key by key: the typed option wins, the file's others stay.
+    (tmp_path / "task.yaml").write_text("task_options:\n  num_values: 16\n  hint_prob: 0.5\n")
+    merged, _ = parse(["learn", "--config", str(tmp_path / "task.yaml"), "--task-options", "hint_prob", "0.9"])
+    assert merged.task_options == {"num_values": "16", "hint_prob": "0.9"}
+    assert merged.synthetic_task().options.hint_prob == 0.9
     (tmp_path / "bad.yaml").write_text("train:\n  learning_rat: 1.0\n")
     with pytest.raises(ConfigError, match="unknown setting train.learning_rat"):
         parse(["learn", "--config", str(tmp_path / "bad.yaml")])

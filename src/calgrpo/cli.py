@@ -94,7 +94,7 @@ def _expand_config_file(argv: list[str]) -> list[str]:
     positions = [i for i, arg in enumerate(argv) if arg == "--config" or arg.startswith("--config=")]
     if not positions or not argv or argv[0] not in COMMANDS:
         return argv
-    from calgrpo.configs import config_file_flags
+    from calgrpo.configs import config_file_flags, mapping_flags, merge_mapping_flags
 
     if len(positions) > 1:
         raise ConfigError("--config given more than once")
@@ -106,7 +106,9 @@ def _expand_config_file(argv: list[str]) -> list[str]:
     else:
         path, rest = argv[i].split("=", 1)[1], argv[:i] + argv[i + 1 :]
     cls = COMMANDS[rest[0]][0]
-    return [rest[0], *config_file_flags(cls, path, _other_entry_points_settings(cls)), *rest[1:]]
+    from_file = config_file_flags(cls, path, _other_entry_points_settings(cls))
+    from_file, typed = merge_mapping_flags(from_file, rest[1:], mapping_flags(cls))
+    return [rest[0], *from_file, *typed]
 
 
 def _other_entry_points_settings(cls: type) -> frozenset[str]:

@@ -116,6 +116,58 @@ def _flags(cls: type, data: Any, prefix: str, where: str) -> list[str]:
     return flags
 
 
+def mapping_flags(cls: type, prefix: str = "") -> set[str]:
+    """The flags of ``cls`` (nested ones included) that take KEY VALUE pairs (dict-typed fields)."""
+    hints = typing.get_type_hints(cls)
+    found: set[str] = set()
+    for f in dataclasses.fields(cls):
+        hint = _unwrap_optional(hints[f.name])
+        if dataclasses.is_dataclass(hint):
+            found |= mapping_flags(hint, f"{prefix}{f.name}.")
+        elif typing.get_origin(hint) is dict:
+            found.add(f"--{prefix}{f.name.replace('_', '-')}")
+    return found
+
+
+def merge_mapping_flags(
+    from_file: list[str], typed: list[str], mappings: set[str]
+) -> tuple[list[str], list[str]]:
+    """A mapping flag given both in the file and typed is merged key by key, the typed values winning
+    (``task_options: {num_values: 16}`` with ``--task-options hint_prob 0.9`` keeps num_values)."""
+    file_pairs, file_rest = _take_mappings(from_file, mappings)
+    typed_pairs, typed_rest = _take_mappings(typed, mappings)
+    merged: list[str] = []
+    for flag in sorted(file_pairs.keys() & typed_pairs.keys()):
+        values = {**file_pairs.pop(flag), **typed_pairs.pop(flag)}
+        merged += [flag, *(item for pair in values.items() for item in pair)]
+    for pairs, rest in ((file_pairs, file_rest), (typed_pairs, typed_rest)):
+        for flag, values in pairs.items():
+            rest += [flag, *(item for pair in values.items() for item in pair)]
+    return file_rest, typed_rest + merged
+
+
+def _take_mappings(args: list[str], mappings: set[str]) -> tuple[dict[str, dict[str, str]], list[str]]:
+    """(the mapping flags' KEY VALUE pairs, the other arguments)."""
+    pairs: dict[str, dict[str, str]] = {}
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        if args[i] not in mappings:
+            rest.append(args[i])
+            i += 1
+            continue
+        flag, i = args[i], i + 1
+        values: list[str] = []
+        while i < len(args) and not args[i].startswith("--"):
+            values.append(args[i])
+            i += 1
+        if len(values) % 2:  # an odd count is tyro's error to report: pass it through untouched
+            rest += [flag, *values]
+            continue
+        pairs.setdefault(flag, {}).update(zip(values[::2], values[1::2], strict=True))
+    return pairs, rest
+
+
 def _unwrap_optional(hint: Any) -> Any:
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
