@@ -305,3 +305,9 @@ def test_mbpp_tests_that_call_no_solution_function_are_refused(tmp_path) -> None
     _refused(
         tmp_path, "mbpp", _jsonl(tmp_path / "in.jsonl", rows), r"tests_shape.*\n.*call no function of the solution"
     )
+
+
+def test_a_task_that_is_not_a_name_is_refused_not_a_crash(tmp_path) -> None:
+    rows = [_problem(task=["gsm8k"]), _problem(task={"a": 1}, prompt="q2"), _problem(task=5, prompt="q3"),
+            _problem(prompt="q4")]  # fmt: skip
+    _refused(tmp_path, "jsonl", _jsonl(tmp_path / "in.jsonl", rows), r"column 'task' \(3 rows\)")

@@ -18,7 +18,9 @@ def add_row_checks(rows: list[dict[str, Any]], check_canonical: bool, workers: i
     by_task: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         row.update(dict.fromkeys(CHECK_COLUMNS, "n/a"))
-        by_task.setdefault(row["task"], []).append(row)
-    for name, task_rows in sorted(by_task.items()):
-        if name in TASKS:  # an unknown task is the validation's finding, not a crash here
-            TASKS.get(name).check_rows(task_rows, check_canonical=check_canonical, workers=workers)
+        # The task column is still the dataset's (any JSON value): only a registered name is checked.
+        name = row["task"] if isinstance(row["task"], str) and row["task"] in TASKS else None
+        if name is not None:
+            by_task.setdefault(name, []).append(row)
+    for name, task_rows in sorted(by_task.items()):  # an unknown task is the validation's finding
+        TASKS.get(name).check_rows(task_rows, check_canonical=check_canonical, workers=workers)
