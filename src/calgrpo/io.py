@@ -71,4 +71,10 @@ def read_problems(path: str | Path) -> list[Problem]:
         raise InvalidInputError(
             f"{path} has duplicate problem ids, e.g. {frame['id'][frame['id'].duplicated()].iloc[0]!r}"
         )
-    return [Problem.from_row(row) for row in frame.to_dict(orient="records")]
+    problems = []
+    for number, row in enumerate(frame.to_dict(orient="records"), start=1):
+        try:
+            problems.append(Problem.from_row(row))
+        except (TypeError, ValueError) as error:  # a file from elsewhere: its meta is not trusted
+            raise InvalidInputError(f"{path} row {number} ({str(row.get('id'))[:40]!r}): {error}") from None
+    return problems

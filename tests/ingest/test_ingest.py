@@ -311,3 +311,19 @@ def test_a_task_that_is_not_a_name_is_refused_not_a_crash(tmp_path) -> None:
     rows = [_problem(task=["gsm8k"]), _problem(task={"a": 1}, prompt="q2"), _problem(task=5, prompt="q3"),
             _problem(prompt="q4")]  # fmt: skip
     _refused(tmp_path, "jsonl", _jsonl(tmp_path / "in.jsonl", rows), r"column 'task' \(3 rows\)")
+
+
+def test_meta_that_is_not_an_object_is_refused_with_the_record(tmp_path) -> None:
+    for meta, shown in (([1, 2], "got list"), ("{bad", "got str '{bad'"), ("[1]", r"got str '\[1\]'")):
+        rows = [_problem(), _problem(prompt="q2", meta=meta)]
+        _refused(tmp_path, "jsonl", _jsonl(tmp_path / "in.jsonl", rows), f"record 2: meta must be a JSON object.*{shown}",
+                 InvalidInputError)  # fmt: skip
+
+
+def test_a_problems_file_from_elsewhere_with_bad_meta_is_refused(tmp_path) -> None:
+    from calgrpo.io import load_problems
+
+    pd.DataFrame({"id": ["a", "b"], "task": ["guess"] * 2, "prompt": ["p", "q"], "answer": ["1", "2"],
+                  "tests": ["", ""], "meta": ["{}", "[1]"]}).to_parquet(tmp_path / "p.parquet")  # fmt: skip
+    with pytest.raises(InvalidInputError, match=r"p.parquet row 2 \('b'\): meta must be a JSON object, got list"):
+        load_problems(tmp_path / "p.parquet")

@@ -59,7 +59,10 @@ def last_boxed(text: str) -> str | None:
 def _schema(raw: dict) -> dict:
     meta = raw.get("meta") or {}
     if isinstance(meta, str):
-        meta = json.loads(meta) if meta.strip() else {}
+        try:
+            meta = json.loads(meta) if meta.strip() else {}
+        except ValueError:
+            meta = None  # refused below, with the record's number
     row = {"task": raw["task"], "prompt": raw["prompt"], "answer": raw["answer"]}
     row.update({"tests": raw.get("tests") or "", "meta": meta})
     if raw.get("id") is not None:
@@ -89,6 +92,11 @@ def normalize(records: list[dict[str, Any]], fmt: str) -> list[dict[str, Any]]:
                 f"is the format right? choices: {', '.join(FORMATS.names())}"
             )
         row = fn(raw)
+        if not isinstance(row.get("meta"), dict):
+            # Task checks and verifiers read meta's keys: anything but an object is refused here.
+            given = raw.get("meta")
+            raise InvalidInputError(f"record {number}: meta must be a JSON object (or a string holding one), "
+                                    f"got {type(given).__name__} {str(given)[:80]!r}")  # fmt: skip
         row["prompt"] = None if row["prompt"] is None else str(row["prompt"])
         row["answer"] = None if row["answer"] is None else str(row["answer"])
         rows.append(row)

@@ -55,13 +55,16 @@ class Problem:
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Problem:
         meta = row.get("meta") or "{}"
+        meta = json.loads(meta) if isinstance(meta, str) else meta
+        if not isinstance(meta, dict):
+            raise ValueError(f"meta must be a JSON object, got {type(meta).__name__}")
         return cls(
             id=str(row["id"]),
             task=str(row["task"]),
             prompt=str(row["prompt"]),
             answer=str(row["answer"]),
             tests=str(row.get("tests") or ""),
-            meta=json.loads(meta) if isinstance(meta, str) else dict(meta),
+            meta=dict(meta),
         )
 
 
