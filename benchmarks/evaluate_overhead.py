@@ -20,6 +20,7 @@ from calgrpo.evaluation.stage import EvaluateConfig, evaluate
 from calgrpo.io import write_problems
 from calgrpo.models.config import TinyModelConfig
 from calgrpo.models.tiny import save_tiny_policy
+from calgrpo.rollout.config import RolloutConfig, SamplingParams
 from calgrpo.tasks import get_task
 
 
@@ -42,9 +43,9 @@ def main() -> None:
             model=models[0],
             baseline=models[1],
             output=str(root / "out"),
-            k=4,
-            samples=args.samples,
-            max_new_tokens=1,
+            rollout=RolloutConfig(
+                num_attempts=4, group_size=args.samples, sampling=SamplingParams(max_new_tokens=1)
+            ),
         )
         metrics = evaluate(config)
     report = {"benchmark": "evaluate_overhead", "problems": args.problems, "samples": args.samples}

@@ -14,8 +14,13 @@ from calgrpo.evaluation.promotion import PromoteConfig, current_version, promote
 from calgrpo.evaluation.stage import EvaluateConfig, evaluate
 from calgrpo.io import write_problems
 from calgrpo.manifest import is_complete
+from calgrpo.rollout.config import RolloutConfig, SamplingParams
 from calgrpo.tasks import get_task
 
+
+def _episodes(samples: int) -> RolloutConfig:
+    """K = 3 attempts of one token, ``samples`` episodes per problem."""
+    return RolloutConfig(num_attempts=3, group_size=samples, sampling=SamplingParams(max_new_tokens=1))
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
@@ -47,7 +52,7 @@ def models(tmp_path_factory):
 
 def _evaluate(models, candidate, baseline, output):
     return evaluate(EvaluateConfig(problems=models["problems"], model=models[candidate], baseline=models[baseline],
-                                   output=str(output), k=3, samples=4, max_new_tokens=1, resamples=500))  # fmt: skip
+                                   output=str(output), rollout=_episodes(4), resamples=500))  # fmt: skip
 
 
 def _is_png(path: Path) -> bool:
@@ -100,8 +105,8 @@ def test_trained_model_is_promoted_and_untrained_is_not(models, tmp_path) -> Non
 
 def test_promotion_needs_a_complete_evaluation(models, tmp_path) -> None:
     out = tmp_path / "half"
-    evaluate(EvaluateConfig(problems=models["problems"], model=models["trained"], output=str(out), k=3, samples=1,
-                            max_new_tokens=1, resamples=100))  # fmt: skip
+    evaluate(EvaluateConfig(problems=models["problems"], model=models["trained"], output=str(out),
+                            rollout=_episodes(1), resamples=100))  # fmt: skip
     (out / "manifest.json").unlink()  # a writer that died before the manifest
     with pytest.raises(CalgrpoError, match="not a complete evaluation"):
         promote(PromoteConfig(model=models["trained"], evaluation=str(out), registry=str(tmp_path / "r"), first=True))
@@ -109,8 +114,8 @@ def test_promotion_needs_a_complete_evaluation(models, tmp_path) -> None:
 
 def test_promotion_without_baseline_needs_first(models, tmp_path, capsys) -> None:
     out = tmp_path / "alone"
-    evaluate(EvaluateConfig(problems=models["problems"], model=models["trained"], output=str(out), k=3, samples=2,
-                            max_new_tokens=1, resamples=200))  # fmt: skip
+    evaluate(EvaluateConfig(problems=models["problems"], model=models["trained"], output=str(out),
+                            rollout=_episodes(2), resamples=200))  # fmt: skip
     # Not a terminal: progress is a JSON line per attempt round on stderr (a pod's log shows it).
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith('{"progress"')]
     assert lines and lines[0]["done"] == 1 and all(line["total"] == 3 for line in lines)  # ends early when all solved
@@ -134,8 +139,8 @@ def test_promotion_without_baseline_needs_first(models, tmp_path, capsys) -> Non
 def lone_evaluation(models, tmp_path_factory) -> str:
     """An evaluation of the trained model without a baseline (promotable only with --first)."""
     out = tmp_path_factory.mktemp("lone") / "evaluation"
-    evaluate(EvaluateConfig(problems=models["problems"], model=models["trained"], output=str(out), k=3, samples=1,
-                            max_new_tokens=1, resamples=200))  # fmt: skip
+    evaluate(EvaluateConfig(problems=models["problems"], model=models["trained"], output=str(out),
+                            rollout=_episodes(1), resamples=200))  # fmt: skip
     return str(out)
 
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from calgrpo.errors import check_ranges
+from calgrpo.rollout.config import RolloutConfig
 
 
 @dataclass(frozen=True)
@@ -29,16 +30,10 @@ class EvaluateConfig:
     """Output folder (local or s3://), published with a manifest."""
     baseline: str | None = None
     """Baseline policy for the paired comparison (the current production model)."""
-    k: int = 5
-    """Attempt budget K."""
-    samples: int = 4
-    """Independent episodes per problem (n)."""
-    greedy: bool = False
-    """Greedy decoding instead of sampling."""
-    temperature: float = 1.0
-    """Sampling temperature."""
-    max_new_tokens: int | None = None
-    """Attempt length (default: the task's own budget)."""
+    rollout: RolloutConfig = field(default_factory=lambda: RolloutConfig(group_size=4))
+    """The episodes, named as everywhere: ``--rollout.num-attempts`` is the attempt budget K,
+    ``--rollout.group-size`` the independent episodes per problem (n, default 4), ``--rollout.sampling.*``
+    the temperature, greedy decoding and the attempt length (default: the task's own budget)."""
     seed: int = 0
     """Seed of sampling and of the bootstrap."""
     resamples: int = 2000
@@ -47,8 +42,12 @@ class EvaluateConfig:
     """CPU threads for torch."""
 
     def __post_init__(self) -> None:
-        check_ranges("evaluate", self, {"k": (self.k >= 1, ">= 1"), "samples": (self.samples >= 1, ">= 1"),
-                                        "resamples": (self.resamples >= 100, ">= 100")})  # fmt: skip
+        check_ranges("evaluate", self, {"resamples": (self.resamples >= 100, ">= 100")})
+
+    @property
+    def k(self) -> int:
+        """The attempt budget K."""
+        return self.rollout.num_attempts
 
 
 def _episodes(config: EvaluateConfig, model_uri: str, problems) -> tuple[Any, float]:
@@ -57,24 +56,19 @@ def _episodes(config: EvaluateConfig, model_uri: str, problems) -> tuple[Any, fl
     from calgrpo.evaluation.summary import episode_table
     from calgrpo.models.loading import inference_placement, load_policy
     from calgrpo.rollout.chat import ChatLayout
-    from calgrpo.rollout.config import RolloutConfig, SamplingParams
     from calgrpo.rollout.hf_engine import TransformersEngine
-    from calgrpo.rollout.loop import rollout
-    from calgrpo.tasks import TASKS
+    from calgrpo.rollout.loop import rollout  # the attempt length defaults to the task's budget there
 
     started = time.perf_counter()  # loading the policy is part of rolling it out
     device, dtype = inference_placement()
     policy = load_policy(model_uri, device=device, dtype=dtype)
     policy.model.eval()
     layout = ChatLayout(policy.tokenizer)
-    budget = config.max_new_tokens or max(TASKS.get(p.task).default_max_new_tokens for p in problems)
-    sampling = SamplingParams(temperature=config.temperature, max_new_tokens=budget, greedy=config.greedy)
-    rollout_config = RolloutConfig(num_attempts=config.k, group_size=config.samples, sampling=sampling)
     engine = TransformersEngine(policy.model, policy.tokenizer.pad_token_id, layout.stop_token_ids)
     # Progress on stderr: a bar on a terminal, a JSON line per attempt round in a pipe or a pod's log.
-    records = rollout(problems, engine, layout, rollout_config, torch.Generator().manual_seed(config.seed),
+    records = rollout(problems, engine, layout, config.rollout, torch.Generator().manual_seed(config.seed),
                       show_progress=True)  # fmt: skip
-    return episode_table(problems, records, config.samples), time.perf_counter() - started
+    return episode_table(problems, records, config.rollout.group_size), time.perf_counter() - started
 
 
 def evaluate(config: EvaluateConfig) -> dict[str, Any]:

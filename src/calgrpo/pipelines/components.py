@@ -264,12 +264,13 @@ def evaluate(
     """V@1..V@K with bootstrap intervals, against a baseline when given; reports, per-problem rows."""
     from calgrpo.evaluation.stage import EvaluateConfig, evaluate
     from calgrpo.pipelines.steps import log_evaluation
+    from calgrpo.rollout.config import RolloutConfig, SamplingParams
 
-    outcome = evaluate(EvaluateConfig(
-        problems=f"{problems.path}#{split}" if split else problems.path, model=model.path,
-        baseline=baseline_uri or None, output=results.path, k=num_attempts, samples=samples,
-        max_new_tokens=max_new_tokens or None, seed=seed,
-    ))  # fmt: skip
+    episodes = RolloutConfig(num_attempts=num_attempts, group_size=samples,
+                             sampling=SamplingParams(max_new_tokens=max_new_tokens or None))  # fmt: skip
+    outcome = evaluate(EvaluateConfig(problems=f"{problems.path}#{split}" if split else problems.path,
+                                      model=model.path, baseline=baseline_uri or None, output=results.path,
+                                      rollout=episodes, seed=seed))  # fmt: skip
     log_evaluation(outcome, results.path, report, metrics)
 
 

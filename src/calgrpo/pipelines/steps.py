@@ -7,6 +7,7 @@ seeds from :mod:`calgrpo.run_config`, the same ones ``calgrpo learn`` uses.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -58,8 +59,6 @@ def resolve_model_step(config: PipelineConfig, which: str) -> str:
 
 def fetch_model_step(config: PipelineConfig, uri: str, problems: str, folder: str) -> None:
     """The initial policy as a model folder (tiny:* built as ``calgrpo learn`` builds it)."""
-    import dataclasses
-
     from calgrpo.models.loading import load_policy
     from calgrpo.run_config import initial_model
 
@@ -175,13 +174,10 @@ def evaluate_step(config: PipelineConfig, problems: str, model: str, baseline: s
     from calgrpo.evaluation.stage import EvaluateConfig, evaluate
     from calgrpo.run_config import SYNTHETIC_EVAL
 
-    sampling = config.rollout.sampling
-    return evaluate(EvaluateConfig(
-        problems=str(Path(problems, SYNTHETIC_EVAL)), model=model, baseline=baseline or initial,
-        output=output,
-        k=config.rollout.num_attempts, samples=config.eval_samples, temperature=sampling.temperature,
-        max_new_tokens=sampling.max_new_tokens, seed=config.seed,
-    ))  # fmt: skip
+    episodes = dataclasses.replace(config.rollout, group_size=config.eval_samples)
+    return evaluate(EvaluateConfig(problems=str(Path(problems, SYNTHETIC_EVAL)), model=model,
+                                   baseline=baseline or initial, output=output, rollout=episodes,
+                                   seed=config.seed))  # fmt: skip
 
 
 def log_evaluation(outcome: dict[str, Any], results: str, report, metrics) -> None:
