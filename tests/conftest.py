@@ -17,6 +17,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_gpu)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Models built or converted by the tests (tiny:*, GGUF) are cached in the session's temp folder,
+    never in the user's cache (subprocesses inherit it)."""
+    import os
+
+    folder = tmp_path_factory.mktemp("calgrpo-cache")
+    previous = os.environ.get("CALGRPO_CACHE")
+    os.environ["CALGRPO_CACHE"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("CALGRPO_CACHE", None)
+    else:
+        os.environ["CALGRPO_CACHE"] = previous
+
+
 @pytest.fixture(scope="session")
 def tiny_policy_folder(tmp_path_factory: pytest.TempPathFactory):
     """Folder of a tiny guess-task policy (8 numbers), built once per session."""

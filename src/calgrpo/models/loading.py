@@ -1,7 +1,8 @@
 """Load a policy (causal LM + tokenizer) from any model source a command takes, through one resolver.
 
-Sources: a local folder (``save_pretrained``), an ``s3://`` prefix, a Hugging Face hub id with an
-optional revision (``org/name@v1.0``, a branch, tag or commit; fetched into the hub's cache, offline
+Sources: a local folder (``save_pretrained``), an ``s3://`` prefix, a ``.gguf`` file (local or
+``s3://``; converted once into a folder, models/gguf.py), a Hugging Face hub id with an optional
+revision (``org/name@v1.0``, a branch, tag or commit; fetched into the hub's cache, offline
 when ``HF_HUB_OFFLINE=1`` and it is cached), or ``tiny:llama`` / ``tiny:qwen2`` (a tiny model built
 from the default config, the same bytes wherever it is built, kept in the cache).
 
@@ -26,6 +27,7 @@ from typing import Any
 import torch
 
 from calgrpo.errors import InvalidInputError
+from calgrpo.models.gguf import gguf_folder, is_gguf
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,8 @@ _HUB_SKIPPED = ["*.gguf", "*.onnx", "*.msgpack", "*.h5", "*.ot", "*.pth", "origi
 def resolve_model_folder(uri: str, cache_dir: Path | None = None) -> str:
     """The local folder that holds the model ``uri`` names (see the module's sources)."""
     models = cache_dir or default_cache_dir() / "models"
+    if is_gguf(uri):
+        return str(gguf_folder(_local_gguf(uri, models), models))
     if uri.startswith("s3://"):
         return str(download_s3_folder(uri, models))
     if uri.startswith("tiny:"):
@@ -67,6 +71,19 @@ def resolve_model_folder(uri: str, cache_dir: Path | None = None) -> str:
     if uri.startswith((".", "/", "~")) or not _HUB_ID.fullmatch(uri):
         raise InvalidInputError(f"model {uri}: no such folder, and not a hub id (org/name[@revision])")
     return str(download_hub_model(uri))
+
+
+def _local_gguf(uri: str, cache_root: Path) -> Path:
+    """A GGUF file on disk: the path itself, or an s3:// file downloaded (checked against its folder's
+    manifest or its recorded sha256) into the cache."""
+    from calgrpo.storage.core import is_s3
+    from calgrpo.storage.folders import fetch_file
+
+    if not is_s3(uri):
+        return Path(uri).expanduser()
+    target = cache_root / "downloads" / hashlib.sha256(uri.encode()).hexdigest()[:16] / uri.rsplit("/", 1)[-1]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return fetch_file(uri, target)
 
 
 def download_hub_model(uri: str) -> Path:
