@@ -66,7 +66,8 @@ def test_trained_model_is_promoted_and_untrained_is_not(models, tmp_path) -> Non
     assert better["difference"]["low"][-1] > 0.05
     out = tmp_path / "eval_trained"
     assert is_complete(out)
-    for name in ("metrics.json", "report.md", "report.html", "curves.png", "per_problem.parquet"):
+    for name in ("metrics.json", "report.md", "report.html", "curves.png", "per_problem.parquet",
+                 "transcripts.parquet"):  # fmt: skip
         assert (out / name).is_file(), name
     assert _is_png(out / "curves.png")
     assert "| difference |" in (out / "report.md").read_text()
@@ -201,3 +202,33 @@ def test_a_failed_pointer_write_is_recorded_as_not_promoted(models, lone_evaluat
     decision = json.loads((version / "evidence" / "decision.json").read_text())
     assert decision["promoted"] is False and "pointer write failed" in decision["reason"]
     assert current_version(str(registry), "policy") is None
+
+
+def test_feedback_against_resampling_and_the_transcripts(models, tmp_path) -> None:
+    """pass@k from independent first attempts next to V@k, paired; every attempt kept as text."""
+    import numpy as np
+
+    out = tmp_path / "feedback"
+    metrics = evaluate(EvaluateConfig(problems=models["problems"], model=models["trained"], output=str(out),
+                                      rollout=_episodes(4), independent_samples=4, resamples=200))  # fmt: skip
+    candidate = metrics["candidate"]
+    assert candidate["independent_samples"] == 4 and len(candidate["pass@k"]["mean"]) == 3
+    # With the episodes' own first attempts as the independent ones, V@1 and pass@1 are one number.
+    assert candidate["feedback_gain"]["mean"][0] == pytest.approx(0.0, abs=1e-12)
+    gain = np.array(candidate["v@k"]["mean"]) - np.array(candidate["pass@k"]["mean"])
+    np.testing.assert_allclose(candidate["feedback_gain"]["mean"], gain, atol=1e-12)
+    assert candidate["feedback_gain"]["mean"][-1] > 0  # higher/lower feedback beats guessing again
+    transcripts = pd.read_parquet(out / "transcripts.parquet")
+    assert set(transcripts["verdict"]) <= {"correct", "higher", "lower", "invalid"}
+    assert len(transcripts) == pytest.approx(candidate["attempts_mean"] * 48 * 4)  # every attempt made
+    episodes = transcripts.groupby(["problem_id", "sample"]).size()
+    assert len(episodes) == 48 * 4
+    report = (out / "report.md").read_text()
+    assert "| V@k - pass@k |" in report and "## Transcripts" in report and "Feedback: " in report
+
+    # Fewer episodes than K: more independent first attempts are sampled for pass@K.
+    few = evaluate(EvaluateConfig(problems=models["problems"], model=models["trained"], output=str(tmp_path / "few"),
+                                  rollout=_episodes(1), resamples=200))  # fmt: skip
+    assert few["candidate"]["independent_samples"] == 3 and len(few["candidate"]["pass@k"]["mean"]) == 3
+    with pytest.raises(Exception, match="independent_samples must be 0 or >= K"):
+        EvaluateConfig(problems="p", model="m", output="o", rollout=_episodes(1), independent_samples=2)

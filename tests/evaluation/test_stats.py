@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calgrpo.evaluation.stats import bootstrap_mean_ci, paired_difference_ci, v_at_k_per_problem
+from calgrpo.evaluation.stats import (
+    bootstrap_mean_ci,
+    paired_difference_ci,
+    pass_at_k_per_problem,
+    v_at_k_per_problem,
+)
 from calgrpo.evaluation.summary import episode_table, summarize
 from calgrpo.rollout.records import AttemptRecord
 from calgrpo.tasks import Problem
@@ -65,3 +70,18 @@ def test_paired_difference_and_shape_checks() -> None:
     assert mean[0] == pytest.approx(0.625) and 0 < low[0] <= mean[0] <= high[0] <= 1
     with pytest.raises(ValueError, match="align"):
         paired_difference_ci(candidate, baseline[:3])
+
+
+def test_pass_at_k_is_the_unbiased_estimator() -> None:
+    from math import comb
+
+    correct, samples = np.array([0, 1, 2, 4, 6, 6]), 6
+    expected = [[1 - comb(samples - c, k) / comb(samples, k) for k in range(1, 5)] for c in correct]
+    np.testing.assert_allclose(pass_at_k_per_problem(correct, samples, 4), expected, atol=1e-12)
+    # The estimator is unbiased: averaged over every way to draw the samples, it is 1 - (1 - p)^k.
+    rng = np.random.default_rng(0)
+    draws = rng.random((20000, samples)) < 0.3
+    estimate = pass_at_k_per_problem(draws.sum(axis=1), samples, 4).mean(axis=0)
+    np.testing.assert_allclose(estimate, 1 - 0.7 ** np.arange(1, 5), atol=0.01)
+    with pytest.raises(ValueError, match="needs >= 4 independent samples"):
+        pass_at_k_per_problem(correct, 3, 4)

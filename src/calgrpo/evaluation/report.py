@@ -22,6 +22,16 @@ def tables(metrics: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
         main.append(_row("baseline", metrics["baseline"]["v@k"]))
         main.append(_row("difference", metrics["difference"]))
     out = [("Verification@k (mean [95% CI], bootstrap over problems)", header, main)]
+    for side in ("candidate", "baseline"):
+        numbers = metrics.get(side) or {}
+        if "pass@k" in numbers:
+            out.append((
+                f"{side.capitalize()}: feedback or resampling? k attempts with feedback (V@k) against k "
+                f"independent attempts (pass@k, from {numbers['independent_samples']} per problem)",
+                ["", *[f"k={k}" for k in range(1, num_attempts + 1)]],
+                [_row("V@k", numbers["v@k"]), _row("pass@k", numbers["pass@k"]),
+                 _row("V@k - pass@k", numbers["feedback_gain"])],
+            ))  # fmt: skip
     slices = metrics["candidate"].get("slices") or {}
     if slices:
         out.append(
@@ -42,7 +52,7 @@ def tables(metrics: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
     return out
 
 
-def write_markdown(metrics: dict[str, Any], path: Path) -> None:
+def write_markdown(metrics: dict[str, Any], path: Path, examples: list[dict[str, Any]] = ()) -> None:
     lines = [f"# Evaluation of {metrics['candidate_model']}", ""]
     if metrics.get("baseline_model"):
         lines += [f"Baseline: {metrics['baseline_model']}.", ""]
@@ -56,7 +66,29 @@ def write_markdown(metrics: dict[str, Any], path: Path) -> None:
     lines.append(
         "V@k is the share of episodes solved within k sequential attempts with feedback; it is not pass@k."
     )
+    if examples:
+        lines += ["", "## Transcripts (a few; all of them are in transcripts.parquet)", ""]
+    for episode in examples:
+        lines += [f"### {episode['problem_id']}", "", _fenced(episode["prompt"]), ""]
+        for attempt in episode["attempts"]:
+            lines += [
+                f"Attempt {attempt['attempt']} ({attempt['verdict']}):",
+                "",
+                _fenced(attempt["completion"]),
+            ]
+            if attempt["feedback"]:
+                lines += ["", f"Feedback: {_one_line(attempt['feedback'])}"]
+            lines.append("")
     path.write_text("\n".join(lines) + "\n")
+
+
+def _fenced(text: str) -> str:
+    """Model-written text as a code block it cannot close early."""
+    return "~~~~text\n" + text.replace("~~~~", "~ ~ ~ ~") + "\n~~~~"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")
 
 
 def write_plot(metrics: dict[str, Any], path: Path) -> None:
@@ -81,7 +113,7 @@ def write_plot(metrics: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
-def write_html(metrics: dict[str, Any], path: Path, plot: Path) -> None:
+def write_html(metrics: dict[str, Any], path: Path, plot: Path, examples: list[dict[str, Any]] = ()) -> None:
     parts = ["<html><head><meta charset='utf-8'><title>Evaluation</title></head><body>",
              f"<h1>Evaluation of {html.escape(metrics['candidate_model'])}</h1>"]  # fmt: skip
     for title, header, rows in tables(metrics):
@@ -92,5 +124,17 @@ def write_html(metrics: dict[str, Any], path: Path, plot: Path) -> None:
             parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
         parts.append("</table>")
     image = base64.b64encode(plot.read_bytes()).decode()
-    parts.append(f"<h2>Curves</h2><img alt='V@k curves' src='data:image/png;base64,{image}'/></body></html>")
+    parts.append(f"<h2>Curves</h2><img alt='V@k curves' src='data:image/png;base64,{image}'/>")
+    if examples:
+        parts.append("<h2>Transcripts (a few; all of them are in transcripts.parquet)</h2>")
+    for episode in examples:
+        parts.append(
+            f"<h3>{html.escape(episode['problem_id'])}</h3><pre>{html.escape(episode['prompt'])}</pre>"
+        )
+        for attempt in episode["attempts"]:
+            parts.append(f"<p>Attempt {attempt['attempt']} ({html.escape(attempt['verdict'])}):</p>"
+                         f"<pre>{html.escape(attempt['completion'])}</pre>")  # fmt: skip
+            if attempt["feedback"]:
+                parts.append(f"<p>Feedback: {html.escape(attempt['feedback'])}</p>")
+    parts.append("</body></html>")
     path.write_text("\n".join(parts))

@@ -1,7 +1,10 @@
 """``calgrpo evaluate``: roll out a model (and a baseline) on problems, measure V@k with CIs, report.
 
-Candidate and baseline see the same problems with the same sampling seed. Outputs, published as one
-folder (manifest last): metrics.json, report.md, report.html, curves.png, per_problem.parquet.
+Candidate and baseline see the same problems with the same sampling seed. Next to V@k (K attempts
+with feedback) each model's pass@k from independent first attempts is measured on the same
+problems, with their paired difference: does feedback beat resampling? Outputs, published as one
+folder (manifest last): metrics.json, report.md, report.html, curves.png, per_problem.parquet,
+transcripts.parquet (every attempt's text, verdict and feedback).
 """
 
 from __future__ import annotations
@@ -34,6 +37,10 @@ class EvaluateConfig:
     """The episodes, named as everywhere: ``--rollout.num-attempts`` is the attempt budget K,
     ``--rollout.group-size`` the independent episodes per problem (n, default 4), ``--rollout.sampling.*``
     the temperature, greedy decoding and the attempt length (default: the task's own budget)."""
+    independent_samples: int | None = None
+    """Independent first attempts per problem behind pass@k, the no-feedback comparison (default
+    max(K, n)); the episodes' first attempts count among them and more are sampled when needed. 0:
+    no comparison."""
     seed: int = 0
     """Seed of sampling and of the bootstrap."""
     resamples: int = 2000
@@ -42,7 +49,18 @@ class EvaluateConfig:
     """CPU threads for torch."""
 
     def __post_init__(self) -> None:
-        check_ranges("evaluate", self, {"resamples": (self.resamples >= 100, ">= 100")})
+        independent = self.independent_samples
+        enough = independent in (None, 0) or independent >= self.k
+        rules = {"resamples": (self.resamples >= 100, ">= 100")}
+        rules["independent_samples"] = (enough, f"0 or >= K ({self.k})")
+        check_ranges("evaluate", self, rules)
+
+    @property
+    def independent(self) -> int:
+        """Independent first attempts per problem (0: none)."""
+        if self.independent_samples is None:
+            return max(self.k, self.rollout.group_size)
+        return self.independent_samples
 
     @property
     def k(self) -> int:
@@ -50,7 +68,11 @@ class EvaluateConfig:
         return self.rollout.num_attempts
 
 
-def _episodes(config: EvaluateConfig, model_uri: str, problems) -> tuple[Any, float]:
+def _episodes(config: EvaluateConfig, model_uri: str, problems) -> tuple[Any, list, float]:
+    """(episode table, the episodes' attempt records, seconds) of one model: n episodes of up to K
+    attempts per problem, and the independent first attempts behind pass@k."""
+    import dataclasses
+
     import torch
 
     from calgrpo.evaluation.summary import episode_table
@@ -58,6 +80,7 @@ def _episodes(config: EvaluateConfig, model_uri: str, problems) -> tuple[Any, fl
     from calgrpo.rollout.chat import ChatLayout
     from calgrpo.rollout.hf_engine import TransformersEngine
     from calgrpo.rollout.loop import rollout  # the attempt length defaults to the task's budget there
+    from calgrpo.seeding import derive_seed
 
     started = time.perf_counter()  # loading the policy is part of rolling it out
     device, dtype = inference_placement()
@@ -68,7 +91,20 @@ def _episodes(config: EvaluateConfig, model_uri: str, problems) -> tuple[Any, fl
     # Progress on stderr: a bar on a terminal, a JSON line per attempt round in a pipe or a pod's log.
     records = rollout(problems, engine, layout, config.rollout, torch.Generator().manual_seed(config.seed),
                       show_progress=True)  # fmt: skip
-    return episode_table(problems, records, config.rollout.group_size), time.perf_counter() - started
+    table = episode_table(problems, records, config.rollout.group_size)
+    if config.independent:
+        # Each episode's first attempt is an independent sample of the prompt: they count first.
+        reused = min(config.independent, config.rollout.group_size)
+        correct = (table.first[:, :reused] == 1).sum(axis=1)
+        extra = config.independent - reused
+        if extra:
+            single = dataclasses.replace(config.rollout, num_attempts=1, group_size=extra)
+            generator = torch.Generator().manual_seed(derive_seed(config.seed, "independent"))
+            more = rollout(problems, engine, layout, single, generator, show_progress=True)
+            correct = correct + (episode_table(problems, more, extra).first == 1).sum(axis=1)
+        table = dataclasses.replace(table, independent_correct=correct,
+                                    independent_samples=config.independent)  # fmt: skip
+    return table, records, time.perf_counter() - started
 
 
 def evaluate(config: EvaluateConfig) -> dict[str, Any]:
@@ -78,6 +114,7 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     from calgrpo.configs import to_json
     from calgrpo.evaluation.report import write_html, write_markdown, write_plot
     from calgrpo.evaluation.summary import compare, per_problem_rows, summarize
+    from calgrpo.evaluation.transcripts import TRANSCRIPT_COLUMNS, example_episodes, transcript_rows
     from calgrpo.io import load_problems
     from calgrpo.storage import publish_folder
     from calgrpo.storage.folders import content_fingerprint
@@ -86,7 +123,8 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="calgrpo-eval-") as folder:
         out = Path(folder)
         problems = load_problems(config.problems)  # an s3:// one through its manifest, verified
-        candidate, rollout_s = _episodes(config, config.model, problems)
+        candidate, records, rollout_s = _episodes(config, config.model, problems)
+        transcripts = transcript_rows(records, "candidate")
         metrics: dict[str, Any] = {
             "candidate_model": config.model, "baseline_model": config.baseline, "num_attempts": config.k,
             # What was evaluated, by content: promotion checks it against what it promotes.
@@ -97,7 +135,8 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
         }  # fmt: skip
         rows = per_problem_rows(problems, candidate, config.k, "candidate")
         if config.baseline:
-            baseline, baseline_s = _episodes(config, config.baseline, problems)
+            baseline, baseline_records, baseline_s = _episodes(config, config.baseline, problems)
+            transcripts += transcript_rows(baseline_records, "baseline")
             rollout_s += baseline_s
             metrics["baseline"] = summarize(
                 problems, baseline, config.k, seed=config.seed, resamples=config.resamples
@@ -108,9 +147,12 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
             rows += per_problem_rows(problems, baseline, config.k, "baseline")
         (out / "problems.parquet").unlink(missing_ok=True)
         pd.DataFrame(rows).to_parquet(out / "per_problem.parquet", index=False)
+        frame = pd.DataFrame(transcripts, columns=TRANSCRIPT_COLUMNS)
+        frame.to_parquet(out / "transcripts.parquet", index=False)
+        examples = example_episodes(problems, transcripts)
         write_plot(metrics, out / "curves.png")
-        write_markdown(metrics, out / "report.md")
-        write_html(metrics, out / "report.html", out / "curves.png")
+        write_markdown(metrics, out / "report.md", examples)
+        write_html(metrics, out / "report.html", out / "curves.png", examples)
         total = time.perf_counter() - started
         overhead = 1 - rollout_s / total if total > 0 else 0.0
         metrics["timing"] = {"rollout_and_verify_s": round(rollout_s, 3), "total_s": round(total, 3)}

@@ -4,7 +4,7 @@ Shapes: P problems, n episodes per problem, K attempts. ``first`` holds, per epi
 of its first verified success (1..K), or 0 when no attempt within K succeeded.
 
 V@k is not pass@k: attempts are sequential and each sees feedback on the earlier ones, so the
-unbiased pass@k estimator for independent samples does not apply. V@k is counted directly:
+unbiased pass@k estimator for independent samples does not apply to them. V@k is counted directly:
 the share of episodes whose first success came at attempt <= k, averaged per problem, then over
 problems. Uncertainty comes from a bootstrap over problems (the unit that varies between datasets).
 """
@@ -19,6 +19,26 @@ def v_at_k_per_problem(first: np.ndarray, num_attempts: int) -> np.ndarray:
     ks = np.arange(1, num_attempts + 1)
     solved_by = (first[:, :, None] > 0) & (first[:, :, None] <= ks)  # (P, n, K)
     return solved_by.mean(axis=1)
+
+
+def pass_at_k_per_problem(correct: np.ndarray, samples: int, num_attempts: int) -> np.ndarray:
+    """Unbiased pass@k from independent attempts (Chen et al. 2021): 1 - C(n-c, k) / C(n, k).
+
+    Args:
+        correct: (P,) correct attempts among ``samples`` independent first attempts per problem.
+        samples: n, independent attempts per problem (>= ``num_attempts``).
+
+    Returns:
+        (P, K) the probability that at least one of k independent attempts is correct, k = 1..K.
+    """
+    if samples < num_attempts:
+        raise ValueError(f"pass@{num_attempts} needs >= {num_attempts} independent samples, got {samples}")
+    correct = np.asarray(correct, dtype=float)
+    # C(n-c, k) / C(n, k) = prod_{i<k} (n-c-i) / (n-i); a factor <= 0 means every k-subset holds a success.
+    factors = np.clip(samples - correct[:, None] - np.arange(num_attempts), 0, None) / (
+        samples - np.arange(num_attempts)
+    )  # (P, K)
+    return 1.0 - np.cumprod(factors, axis=1)
 
 
 def bootstrap_mean_ci(

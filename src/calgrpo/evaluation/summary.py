@@ -8,7 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from calgrpo.evaluation.stats import bootstrap_mean_ci, paired_difference_ci, v_at_k_per_problem
+from calgrpo.evaluation.stats import (
+    bootstrap_mean_ci,
+    paired_difference_ci,
+    pass_at_k_per_problem,
+    v_at_k_per_problem,
+)
 from calgrpo.rollout.records import AttemptRecord
 from calgrpo.tasks import Problem
 
@@ -26,6 +31,9 @@ class EpisodeTable:
     """(P, n) attempts made."""
     tokens: np.ndarray
     """(P, n) completion tokens generated."""
+    independent_correct: np.ndarray | None = None
+    """(P,) correct answers among ``independent_samples`` independent first attempts per problem."""
+    independent_samples: int = 0
 
 
 def episode_table(problems: list[Problem], records: list[AttemptRecord], samples: int) -> EpisodeTable:
@@ -64,6 +72,15 @@ def summarize(problems: list[Problem], table: EpisodeTable, num_attempts: int, *
         "tokens_per_solved_problem": float(table.tokens.sum() / max(solved.sum(), 1)),
         "slices": {},
     }
+    if table.independent_correct is not None:
+        # Feedback or resampling? The same budget of k attempts, sequential with feedback (V@k) or
+        # independent (pass@k), on the same problems: their paired difference per k.
+        samples = table.independent_samples
+        independent = pass_at_k_per_problem(table.independent_correct, samples, num_attempts)
+        mean, low, high = paired_difference_ci(per_problem, independent, num_resamples=resamples, seed=seed)
+        result["independent_samples"] = table.independent_samples
+        result["pass@k"] = _curve(independent, seed, resamples)
+        result["feedback_gain"] = {"mean": mean.tolist(), "low": low.tolist(), "high": high.tolist()}
     groups: dict[str, list[int]] = defaultdict(list)
     for i, problem in enumerate(problems):
         groups[f"task={problem.task}"].append(i)
