@@ -187,3 +187,23 @@ def test_calgrpo_evaluate_takes_the_gguf_file(smollm2_file, smollm2_folder, tmp_
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["num_attempts"] == 2 and len(metrics["candidate"]["v@k"]["mean"]) == 2
     assert metrics["config"]["model"] == str(smollm2_file)
+
+
+@pytest.mark.slow
+def test_the_evaluate_pipeline_takes_the_gguf_file(smollm2_file, smollm2_folder, tmp_path) -> None:
+    """`pipeline run-local --pipeline evaluate` on the .gguf path: ingest, fetch (the conversion,
+    cached by the session), evaluate, in kfp.local."""
+    lines = GSM8K.read_text().splitlines()[:2]
+    (tmp_path / "two.jsonl").write_text("\n".join(lines) + "\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "calgrpo", "pipeline", "run-local", "--pipeline", "evaluate", "--model",
+         str(smollm2_file), "--dataset", str(tmp_path / "two.jsonl"), "--dataset-format", "gsm8k",
+         "--rollout.num-attempts", "2", "--eval-samples", "2", "--rollout.sampling.max-new-tokens", "24",
+         "--root", str(tmp_path / "kfp")],
+        capture_output=True, text=True, timeout=1200, check=False, env={**os.environ, "OMP_NUM_THREADS": "2"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(summary["v@k"]) == 2 and Path(summary["report"]).is_file()
+    metrics = json.loads(Path(summary["report"]).with_name("metrics.json").read_text())
+    assert metrics["candidate"]["problems"] == 2 and metrics["candidate"]["episodes_per_problem"] == 2
