@@ -106,6 +106,7 @@ def test_stage_chain_runs_in_kfp_local(tmp_path) -> None:
     assert json.loads((version / "evidence" / "decision.json").read_text())["promoted"] is True
     metrics = json.loads((version / "evidence" / "metrics.json").read_text())
     assert len(metrics["candidate"]["v@k"]["mean"]) == 3 and metrics.get("baseline")
+    assert len(metrics["candidate"]["pass@k"]["mean"]) == 3  # the no-feedback comparison, in the pipeline too
     # policy_version is the training step, as `calgrpo learn` records it: 0 before, 2 after one round
     # of 2 minibatches.
     import pandas as pd

@@ -183,8 +183,13 @@ def evaluate_step(config: PipelineConfig, problems: str, model: str, baseline: s
 def log_evaluation(outcome: dict[str, Any], results: str, report, metrics) -> None:
     """An evaluation's report.md as the Markdown artifact and V@k as KFP metrics (no ``@`` allowed)."""
     Path(report.path).write_text(Path(results, "report.md").read_text())
-    for k, value in enumerate(outcome["candidate"]["v@k"]["mean"], start=1):
+    candidate = outcome["candidate"]
+    for k, value in enumerate(candidate["v@k"]["mean"], start=1):
         metrics.log_metric(f"eval/v_at_{k}", value)
+    if "pass@k" in candidate:  # the no-feedback comparison: K independent attempts
+        independent = candidate["pass@k"]["mean"]
+        metrics.log_metric(f"eval/pass_at_{len(independent)}", independent[-1])
+        metrics.log_metric("eval/feedback_gain_low", candidate["feedback_gain"]["low"][-1])
     if "difference" in outcome:
         metrics.log_metric("eval/difference_low", outcome["difference"]["low"][-1])
 
