@@ -79,3 +79,21 @@ def test_guess_optimum_matches_the_design_numbers() -> None:
     # With a useless hint the best is plain binary search: 2^5 - 1 = 31 of 32 values.
     assert get_task("guess", num_values=32, hint_prob=1 / 32).optimal_v_at_k(5) == pytest.approx(31 / 32)
     assert get_task("guess", num_values=4).optimal_v_at_k(1) == pytest.approx(0.5)
+
+
+def test_natural_wording_for_pretrained_models() -> None:
+    from calgrpo.tasks import synthetic_task
+
+    task = synthetic_task("guess", {"num_values": "8", "wording": "natural"})
+    problem = task.generate(1, seed=0)[0]
+    terse = synthetic_task("guess", {"num_values": "8"}).generate(1, seed=0)[0]
+    assert problem.answer == terse.answer and problem.meta["hint"] == terse.meta["hint"]  # the same draw
+    assert problem.prompt.startswith("I picked a whole number from 0 to 7. Hint: it is probably")
+    wrong = str((int(problem.answer) + 1) % 8)
+    verdict = task.verify(problem, f"My guess is {wrong}.")
+    # Any task instance gives the problem's own wording: the problem carries it.
+    assert get_task("guess").feedback(problem, verdict).startswith("Wrong: my number is")
+    assert get_task("guess").feedback(problem, verdict, mode="binary") == "Wrong. Guess again."
+    assert problem.answer not in get_task("guess").feedback(problem, verdict)
+    with pytest.raises(ConfigError, match="wording must be terse or natural"):
+        synthetic_task("guess", {"wording": "poetic"})

@@ -19,6 +19,15 @@ from calgrpo.errors import ConfigError
 from calgrpo.tasks.base import FeedbackMode, Problem, SyntheticTask, Verdict, register_task
 
 _FIRST_INTEGER = re.compile(r"-?\d+")
+NATURAL = {
+    "prompt": "I picked a whole number from 0 to {top}. Hint: it is probably {hint}. Guess it: reply with "
+    "just the number.",
+    "higher": "Wrong: my number is higher. Guess again.",
+    "lower": "Wrong: my number is lower. Guess again.",
+    "wrong": "Wrong. Guess again.",
+    "invalid": "Reply with just one number.",
+}
+"""The ``natural`` wording's texts (the problem's meta says which wording it was made with)."""
 
 
 @dataclass(frozen=True)
@@ -29,8 +38,13 @@ class GuessOptions:
     """N: the hidden number and the hint are in 0..N-1."""
     hint_prob: float = 0.5
     """Probability that the hint is the hidden number."""
+    wording: str = "terse"
+    """``terse`` (``guess 0 to 7 hint 3`` / ``higher``: what a tiny word-level tokenizer learns) or
+    ``natural`` (sentences a pretrained chat model understands)."""
 
     def __post_init__(self) -> None:
+        if self.wording not in ("terse", "natural"):
+            raise ConfigError(f"guess task: wording must be terse or natural, got {self.wording!r}")
         if self.num_values < 2:
             raise ConfigError(f"guess task: num_values must be >= 2, got {self.num_values}")
         if not 0.0 <= self.hint_prob <= 1.0:
@@ -64,15 +78,13 @@ class GuessTask(SyntheticTask):
             else:
                 z = rng.randrange(self.num_values - 1)
                 z += z >= hint  # uniform over the values other than the hint
-            problems.append(
-                Problem(
-                    id=f"{id_prefix}-{i:06d}",
-                    task=self.name,
-                    prompt=f"guess 0 to {self.num_values - 1} hint {hint}",
-                    answer=str(z),
-                    meta={"num_values": self.num_values, "hint": hint, "hint_prob": self.hint_prob},
-                )
-            )
+            meta = {"num_values": self.num_values, "hint": hint, "hint_prob": self.hint_prob}
+            prompt = f"guess 0 to {self.num_values - 1} hint {hint}"
+            if self.options.wording == "natural":
+                prompt = NATURAL["prompt"].format(top=self.num_values - 1, hint=hint)
+                meta["wording"] = "natural"
+            problems.append(Problem(id=f"{id_prefix}-{i:06d}", task=self.name, prompt=prompt, answer=str(z),
+                                    meta=meta))  # fmt: skip
         return problems
 
     def verify(self, problem: Problem, completion: str) -> Verdict:
@@ -85,6 +97,14 @@ class GuessTask(SyntheticTask):
         return Verdict(False, "higher" if z > guess else "lower")
 
     def feedback(self, problem: Problem, verdict: Verdict, mode: FeedbackMode = "detailed") -> str:
+        if problem.meta.get("wording") == "natural":
+            if verdict.detail == "invalid":
+                return NATURAL["invalid"]
+            return (
+                NATURAL[verdict.detail]
+                if mode == "detailed" and verdict.detail in NATURAL
+                else NATURAL["wrong"]
+            )
         if mode == "binary" or verdict.detail not in ("higher", "lower"):
             return "wrong . say one number" if verdict.detail == "invalid" else "wrong"
         return verdict.detail
@@ -92,6 +112,8 @@ class GuessTask(SyntheticTask):
     def sample_texts(self, problems: list[Problem]) -> list[str]:
         texts = [self.format_prompt(p) for p in problems]
         texts += ["higher", "lower", "wrong", "wrong . say one number"]
+        if self.options.wording == "natural":
+            texts += [text for key, text in NATURAL.items() if key != "prompt"]
         texts.append(" ".join(str(v) for v in range(self.num_values)))  # every number is one token
         return texts
 
