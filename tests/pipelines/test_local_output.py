@@ -36,3 +36,16 @@ def test_verbose_shows_everything_and_the_evaluate_pipeline_every_task():
     terminal = io.StringIO()
     TaskLines(io.StringIO(), terminal, verbose=False, rounds=0).write(_finished("verify"))
     assert "verify" in terminal.getvalue()
+
+
+def test_local_paths_that_kfp_local_would_mangle_are_linked(tmp_path) -> None:
+    from calgrpo.pipelines.local import _kfp_local_safe
+
+    model = tmp_path / "venv" / "lib" / "python3.11" / "model.gguf"
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"GGUF")
+    safe = _kfp_local_safe(str(model), tmp_path / "root")
+    assert "python3" not in safe and safe.endswith(".gguf") and open(safe, "rb").read() == b"GGUF"
+    assert _kfp_local_safe(str(model), tmp_path / "root") == safe  # the same link again
+    for untouched in ("s3://bucket/python3/model", "org/python3-model", None, str(tmp_path / "plain.gguf")):
+        assert _kfp_local_safe(untouched, tmp_path / "root") == untouched

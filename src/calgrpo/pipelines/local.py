@@ -75,6 +75,22 @@ def _run_pipeline(config: RunLocalConfig):
     return build_train_pipeline(pipeline)(config=pipeline_config_json(pipeline))
 
 
+def _kfp_local_safe(uri: str | None, root: Path) -> str | None:
+    """``uri``, or for a local file or folder whose path contains "python3" a link to it under ROOT:
+    kfp.local's subprocess runner replaces "python3" in every argument of a task with its Python's
+    path, parameter values included, so such a path (any file inside a virtual environment's
+    site-packages, e.g. the packaged GGUF model) would reach the task mangled."""
+    import hashlib
+
+    if not uri or "python3" not in uri or not Path(uri).exists():
+        return uri
+    link = root / "inputs" / (hashlib.sha256(uri.encode()).hexdigest()[:12] + Path(uri).suffix)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.is_symlink():
+        link.symlink_to(Path(uri).resolve())
+    return str(link)
+
+
 def as_pipeline_config(config: PipelineConfig) -> PipelineConfig:
     """The PipelineConfig part of a command's config that extends it (its own fields dropped)."""
     import dataclasses
@@ -157,6 +173,9 @@ def run_local(config: RunLocalConfig) -> dict[str, Any]:
 
     config = dataclasses.replace(config, root=Path(config.root).resolve())
     config.root.mkdir(parents=True, exist_ok=True)
+    config = dataclasses.replace(config, **{
+        name: _kfp_local_safe(getattr(config, name), config.root) for name in ("model", "baseline", "dataset")
+    })  # fmt: skip
     registry = config.registry if config.pipeline == "train" else ""
     # One embedded server serves every s3:// URI of the run (a registry, or a model promoted earlier).
     uris = (registry, config.model, config.baseline, config.dataset or "")
