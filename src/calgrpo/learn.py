@@ -37,7 +37,7 @@ class LearnConfig(RunConfig):
     """Start over in an OUTPUT that holds an earlier run (its metrics and checkpoints are removed);
     without it, such an OUTPUT is refused so that two runs never mix."""
     show_progress: bool = True
-    """Progress bar (terminal) or JSON progress lines (pods) on stderr."""
+    """A line per round on stderr (round, the batch's V@K, loss, KL, entropy, clip fraction, tokens/s)."""
     json: bool = False
     """Print the summary as JSON on stdout instead of a before/after table."""
     threads: int | None = None

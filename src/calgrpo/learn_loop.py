@@ -18,7 +18,6 @@ from calgrpo.errors import ConfigError, InvalidInputError
 from calgrpo.learn import LearnConfig
 from calgrpo.metrics import verification_at_k
 from calgrpo.models.loading import load_policy
-from calgrpo.progress import progress
 from calgrpo.rollout.chat import ChatLayout
 from calgrpo.rollout.hf_engine import TransformersEngine
 from calgrpo.rollout.loop import rollout
@@ -31,6 +30,7 @@ from calgrpo.run_config import (
     round_problems,
 )
 from calgrpo.seeding import generator_for
+from calgrpo.trackers import Trackers, round_line
 from calgrpo.train.batch import build_batch
 from calgrpo.train.checkpoint import checkpoint_folder, latest_checkpoint, load_checkpoint, save_checkpoint
 from calgrpo.train.trainer import Trainer
@@ -85,16 +85,19 @@ class LearnLoop:
         return {f"eval/{k}": v for k, v in result.items()}
 
     def run(self) -> dict[str, Any]:
+        from calgrpo.trackers import open_trackers
+
+        params = config_to_json(self.config)
+        with open_trackers(self.config.report_to, self.output, self.output.name, params) as trackers:
+            return self._run(trackers)
+
+    def _run(self, trackers: Trackers) -> dict[str, Any]:
         config = self.config
         start_round, before = self._resume_or_start()
         num_attempts = config.rollout.num_attempts
-        bar = progress(
-            range(start_round, config.rounds),
-            desc="learn rounds",
-            total=config.rounds - start_round,
-            enabled=config.show_progress,
-        )
-        for round_index in bar:
+        if start_round == 0:
+            trackers.log(before, step=0)
+        for round_index in range(start_round, config.rounds):
             started = time.perf_counter()
             problems = round_problems(config, self.problems, round_index)
             self.policy.model.eval()
@@ -119,13 +122,17 @@ class LearnLoop:
                     "time/train_s": time.perf_counter() - started - rollout_s,
                 }
             )
+            if config.show_progress:  # one line per round, like TRL's logging steps
+                log.info("%s", round_line(metrics, config.rounds, num_attempts))
             if config.eval_every and done % config.eval_every == 0 and done < config.rounds:
                 metrics.update(self.evaluate(f"round {done}"))
             append_jsonl(self.metrics_path, metrics)
+            trackers.log(metrics, step=done)
             if config.checkpoint_every and done % config.checkpoint_every == 0 and done < config.rounds:
                 self._checkpoint(done, before)
         after = self.evaluate("after")
         append_jsonl(self.metrics_path, {"round": config.rounds, "final": True, **after})
+        trackers.log(after, step=config.rounds)
         self._checkpoint(config.rounds, before)
         final = self.output / "model"
         self.policy.model.save_pretrained(final)
@@ -182,7 +189,7 @@ class LearnLoop:
 
 
 RESUMABLE_CHANGES = frozenset(
-    {"output", "resume", "overwrite", "show_progress", "json", "threads", "publish"}
+    {"output", "resume", "overwrite", "show_progress", "json", "threads", "publish", "report_to"}
 )
 """Fields a resumed run may change: they do not touch what is computed (a run folder may move)."""
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from calgrpo.errors import ConfigError, check_ranges
 from calgrpo.models.config import TinyModelConfig
 from calgrpo.rollout.config import RolloutConfig
+from calgrpo.trackers import DEFAULT_REPORT_TO, check_report_to
 from calgrpo.train.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -66,8 +67,12 @@ class RunConfig:
     """Keep the KV cache across attempts (False re-encodes the history every attempt)."""
     seed: int = 0
     """Base seed of every random stream in the run."""
+    report_to: tuple[str, ...] = DEFAULT_REPORT_TO
+    """Trackers of the run's metrics: ``tensorboard`` (event files next to the outputs), ``mlflow``,
+    ``wandb`` (optional extras), several at once, or ``none`` (calgrpo.trackers)."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "report_to", check_report_to(self.report_to))
         positive = ("rounds", "prompts_per_round", "eval_problems", "eval_samples")
         rules = {name: (getattr(self, name) >= 1, ">= 1") for name in positive}
         rules["eval_fraction"] = (0 < self.eval_fraction < 1, "in (0, 1)")

@@ -94,7 +94,8 @@ def test_stage_chain_runs_in_kfp_local(tmp_path) -> None:
                        model=trained.outputs["new_model"])  # fmt: skip
         scored = ALL["evaluate_run"](config=settings, problems=data.outputs["problems"],
                                      model=trained.outputs["new_model"], initial=base.outputs["model"],
-                                     baseline_uri="")  # fmt: skip
+                                     baseline_uri="", train_state=trained.outputs["train_state"])  # fmt: skip
+        ALL["round_table"](config=settings, train_state=trained.outputs["train_state"])
         ALL["promote"](config=settings, model=trained.outputs["new_model"], results=scored.outputs["results"])
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
@@ -107,6 +108,13 @@ def test_stage_chain_runs_in_kfp_local(tmp_path) -> None:
     metrics = json.loads((version / "evidence" / "metrics.json").read_text())
     assert len(metrics["candidate"]["v@k"]["mean"]) == 3 and metrics.get("baseline")
     assert len(metrics["candidate"]["pass@k"]["mean"]) == 3  # the no-feedback comparison, in the pipeline too
+    # The KFP UI's views: the report as an HTML artifact with the training curves, the headline and
+    # the per-round table as Markdown.
+    page = next((tmp_path / "root").rglob("evaluate-run/page")).read_text()
+    assert "<h2>Training</h2>" in page and "<h1>Evaluation of guess (content " in page
+    assert "| difference |" in next((tmp_path / "root").rglob("evaluate-run/report")).read_text()
+    table = next((tmp_path / "root").rglob("round-table/table")).read_text()
+    assert table.startswith("## Training by round (1 rounds)") and "| 1 |" in table
     # policy_version is the training step, as `calgrpo learn` records it: 0 before, 2 after one round
     # of 2 minibatches.
     import pandas as pd

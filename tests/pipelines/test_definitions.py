@@ -119,6 +119,27 @@ def test_models_are_resolved_uncached_and_the_evaluation_is_the_output(train_yam
     assert output == {"outputArtifactKey": "results", "producerSubtask": "evaluate-run"}
 
 
+def _output_types(spec: dict, component: str) -> dict[str, str]:
+    artifacts = spec["components"][component]["outputDefinitions"]["artifacts"]
+    return {name: entry["artifactType"]["schemaTitle"] for name, entry in artifacts.items()}
+
+
+def test_the_kfp_ui_gets_the_report_the_headline_and_the_round_table(train_yaml) -> None:
+    """Issue 18: each evaluation's self-contained report as HTML and its headline as Markdown; the
+    train pipeline's per-round table (from the last round's training state) as Markdown."""
+    spec, _ = train_yaml
+    tasks = spec["root"]["dag"]["tasks"]
+    assert _output_types(spec, "comp-evaluate-run") == {"results": "system.Dataset", "report": "system.Markdown",
+                                                        "page": "system.HTML", "metrics": "system.Metrics"}  # fmt: skip
+    assert _output_types(spec, "comp-round-table") == {"table": "system.Markdown"}
+    last_round = f"train-{CONFIG.rounds}"
+    for task in ("round-table", "evaluate-run"):
+        state = tasks[task]["inputs"]["artifacts"]["train_state"]["taskOutputArtifact"]
+        assert state == {"outputArtifactKey": "train_state", "producerTask": last_round}
+    evaluate_spec = next(yaml.safe_load_all((ROOT / "pipelines" / "evaluate.yaml").read_text()))
+    assert _output_types(evaluate_spec, "comp-evaluate")["page"] == "system.HTML"
+
+
 def test_gpu_stages_get_accelerator_toleration_shm_and_timeout(train_yaml) -> None:
     spec, executors = train_yaml
     tasks = spec["root"]["dag"]["tasks"]

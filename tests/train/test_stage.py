@@ -15,6 +15,7 @@ from calgrpo.errors import ConfigError
 from calgrpo.train.config import TrainConfig
 from calgrpo.train.stage import TrainStageConfig, train_stage
 from tests.helpers import run_calgrpo, tiny_guess_policy
+from tests.test_trackers import assert_in_manifest, tensorboard_scalars
 
 SETTINGS = TrainConfig(learning_rate=3e-3, minibatches=2, ppo_epochs=2, warmup_steps=3, micro_batch_size=3,
                        logprob_chunk_tokens=5)  # fmt: skip
@@ -78,6 +79,10 @@ def test_pipeline_rounds_through_the_stage_equal_learns_trainer_bitwise(attempts
     in_memory = [trainer.train_on(build_batch(read_attempts(batch), 3, policy.tokenizer.pad_token_id),
                                   generator_for(5, "minibatches", r)) for r, batch in enumerate((attempts, later))]  # fmt: skip
     untimed = [{k: v for k, v in m.items() if not k.endswith("_per_s")} for m in (first, second, *in_memory)]
+    # Each round's metrics also went to TensorBoard, on the round axis, inside the output's manifest.
+    for round_number, (output, result) in enumerate(((tmp_path / "r1", first), (tmp_path / "r2", second)), 1):
+        assert tensorboard_scalars(output / "tensorboard")["train/loss"] == [(round_number, pytest.approx(result["train/loss"], rel=1e-6))]
+        assert_in_manifest(output, "tensorboard/")
     assert untimed[:2] == untimed[2:]
     assert second["train/step"] == 2 * first["train/step"] == 8  # the step counter (and warm-up) continued
     saved = load_file(tmp_path / "r2" / "model" / "model.safetensors")

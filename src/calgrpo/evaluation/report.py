@@ -1,71 +1,266 @@
-"""Readable outputs of an evaluation: report.md, report.html and curves.png."""
+"""What an evaluation's reports say: tables, the significance sentence, the run's identity, and
+report.md. report.html (calgrpo.evaluation.report_html) shows the same tables and numbers.
+
+Every number of a table cell is taken from metrics.json at a path the cell records (``Cell.source``),
+so a reader (or the browser test) can check each shown value against the file.
+"""
 
 from __future__ import annotations
 
-import base64
-import html
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
-def _row(label: str, curve: dict[str, list[float]]) -> list[str]:
-    triples = zip(curve["mean"], curve["low"], curve["high"], strict=True)
-    return [label] + [f"{m:.3f} [{lo:.3f}, {hi:.3f}]" for m, lo, hi in triples]
+GENERIC_FOLDER_NAMES = frozenset({"model", "new_model", "final", "candidate", "baseline", "output"})
 
 
-def tables(metrics: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
-    """(title, header, rows) of every table the reports show."""
-    num_attempts = len(metrics["candidate"]["v@k"]["mean"])
-    header = ["", *[f"V@{k}" for k in range(1, num_attempts + 1)]]
-    main = [_row("candidate", metrics["candidate"]["v@k"])]
+@dataclass(frozen=True)
+class Cell:
+    """A table cell: its text and, for a number, where in metrics.json the number comes from."""
+
+    text: str
+    source: str | None = None
+    """Dotted path into metrics.json (list indices as numbers), e.g. ``candidate.v@k.mean.2``."""
+
+
+@dataclass(frozen=True)
+class Table:
+    title: str
+    header: list[str]
+    rows: list[list[Cell]]
+    note: str = ""
+
+
+def model_title(uri: str) -> str:
+    """A readable name for a model URI: a hub id as it is, a file or folder by its last parts
+    (``runs/guess/model`` -> ``guess/model``), never a whole temporary path."""
+    text = uri.rstrip("/")
+    if "://" not in text and not text.startswith(("/", ".")) and text.count("/") == 1:
+        return text  # a hub id, ID@REVISION included
+    parts = [part for part in text.replace("\\", "/").split("/") if part]
+    if not parts:
+        return uri
+    name = parts[-1]
+    if name in GENERIC_FOLDER_NAMES and len(parts) > 1:
+        name = f"{parts[-2]}/{name}"
+    return name
+
+
+def lookup(metrics: dict[str, Any], source: str) -> Any:
+    """The value at a dotted ``source`` path of metrics.json."""
+    value: Any = metrics
+    for part in source.split("."):
+        value = value[int(part)] if isinstance(value, list) else value[part]
+    return value
+
+
+def _interval_cells(
+    metrics: dict[str, Any], path: str, num_attempts: int, signed: bool = False
+) -> list[Cell]:
+    curve = lookup(metrics, path)
+    spec = "+.3f" if signed else ".3f"
+    return [
+        Cell(
+            f"{curve['mean'][i]:{spec}} [{curve['low'][i]:{spec}}, {curve['high'][i]:{spec}}]",
+            f"{path}.mean.{i}",
+        )
+        for i in range(num_attempts)
+    ]
+
+
+DETAILS = (
+    ("first_attempt_accuracy", "First-attempt accuracy", "share of episodes solved by their first attempt"),
+    (
+        "success_after_failed_first",
+        "Success after a failed first attempt",
+        "share of the episodes whose first attempt failed that a later attempt solved",
+    ),
+    ("attempts_mean", "Attempts used", "mean attempts per episode (an episode stops at its first success)"),
+    (
+        "tokens_per_solved_problem",
+        "Generated tokens per solved episode",
+        "completion tokens of all episodes over the number of solved episodes",
+    ),
+)
+
+
+def tables(metrics: dict[str, Any]) -> list[Table]:
+    """Every table the reports show, in order."""
+    num_attempts = metrics["num_attempts"]
+    ks = [f"k = {k}" for k in range(1, num_attempts + 1)]
+    main = [[Cell("candidate: V@k"), *_interval_cells(metrics, "candidate.v@k", num_attempts)]]
     if metrics.get("baseline"):
-        main.append(_row("baseline", metrics["baseline"]["v@k"]))
-        main.append(_row("difference", metrics["difference"]))
-    out = [("Verification@k (mean [95% CI], bootstrap over problems)", header, main)]
+        main.append([Cell("baseline: V@k"), *_interval_cells(metrics, "baseline.v@k", num_attempts)])
+        main.append([Cell("difference"), *_interval_cells(metrics, "difference", num_attempts, signed=True)])
+    out = [
+        Table(
+            "Verification@k: solved within k attempts with feedback (mean [95% CI])",
+            ["", *ks],
+            main,
+            "Intervals: bootstrap over problems; the difference is paired (same problems, same seed).",
+        )
+    ]
     for side in ("candidate", "baseline"):
         numbers = metrics.get(side) or {}
         if "pass@k" in numbers:
-            out.append((
-                f"{side.capitalize()}: feedback or resampling? k attempts with feedback (V@k) against k "
-                f"independent attempts (pass@k, from {numbers['independent_samples']} per problem)",
-                ["", *[f"k={k}" for k in range(1, num_attempts + 1)]],
-                [_row("V@k", numbers["v@k"]), _row("pass@k", numbers["pass@k"]),
-                 _row("V@k - pass@k", numbers["feedback_gain"])],
-            ))  # fmt: skip
+            rows = [
+                [
+                    Cell("V@k (k attempts with feedback)"),
+                    *_interval_cells(metrics, f"{side}.v@k", num_attempts),
+                ],
+                [
+                    Cell("pass@k (k independent attempts)"),
+                    *_interval_cells(metrics, f"{side}.pass@k", num_attempts),
+                ],
+                [
+                    Cell("V@k - pass@k"),
+                    *_interval_cells(metrics, f"{side}.feedback_gain", num_attempts, True),
+                ],
+            ]
+            out.append(
+                Table(
+                    f"{side.capitalize()}: feedback or resampling?",
+                    ["", *ks],
+                    rows,
+                    f"pass@k: unbiased estimate from {numbers['independent_samples']} independent "
+                    "first attempts per problem; the difference is paired per problem.",
+                )
+            )
     slices = metrics["candidate"].get("slices") or {}
     if slices:
-        out.append(
-            (
-                "Candidate by slice",
-                header,
-                [_row(f"{name} ({s['problems']})", s["v@k"]) for name, s in slices.items()],
-            )
-        )
-    keys = (
-        "first_attempt_accuracy",
-        "success_after_failed_first",
-        "attempts_mean",
-        "tokens_per_solved_problem",
-    )
-    other = [[key.replace("_", " "), f"{metrics['candidate'][key]:.3f}"] for key in keys]
-    out.append(("Candidate details", ["metric", "value"], other))
+        rows = [
+            [
+                Cell(f"{name} ({s['problems']} problems)"),
+                *_interval_cells(metrics, f"candidate.slices.{name}.v@k", num_attempts),
+            ]
+            for name, s in slices.items()
+        ]
+        out.append(Table("Candidate V@k by slice", ["", *ks], rows))
+    detail_rows = []
+    for key, name, meaning in DETAILS:
+        row = [Cell(name), Cell(f"{metrics['candidate'][key]:.3f}", f"candidate.{key}")]
+        if metrics.get("baseline"):
+            row.append(Cell(f"{metrics['baseline'][key]:.3f}", f"baseline.{key}"))
+        detail_rows.append([*row, Cell(meaning)])
+    header = ["", "candidate", *(["baseline"] if metrics.get("baseline") else []), "meaning"]
+    out.append(Table("Episodes in detail", header, detail_rows))
     return out
 
 
-def write_markdown(metrics: dict[str, Any], path: Path, examples: list[dict[str, Any]] = ()) -> None:
-    lines = [f"# Evaluation of {metrics['candidate_model']}", ""]
-    if metrics.get("baseline_model"):
-        lines += [f"Baseline: {metrics['baseline_model']}.", ""]
+def significance(metrics: dict[str, Any]) -> str | None:
+    """A plain sentence on the paired difference at K against the promotion margin (None without a
+    baseline); the rule is promotion's: the lower 95% bound must exceed the margin."""
+    if not metrics.get("difference"):
+        return None
+    k, margin = metrics["num_attempts"], float(metrics.get("margin") or 0.0)
+    difference = metrics["difference"]
+    mean, low, high = difference["mean"][-1], difference["low"][-1], difference["high"][-1]
+    said = (
+        f"At k = {k} the candidate's V@{k} differs from the baseline's by {mean:+.3f} "
+        f"(95% CI [{low:+.3f}, {high:+.3f}])."
+    )
+    if low > margin:
+        return f"{said} The whole interval lies above the promotion margin {margin:+.3f}: a significant gain."
+    if high < 0:
+        return f"{said} The whole interval lies below zero: the candidate is significantly worse."
+    return (
+        f"{said} The interval reaches down to the promotion margin {margin:+.3f} or below: "
+        "no significant gain at that margin."
+    )
+
+
+def identity(metrics: dict[str, Any]) -> list[tuple[str, str]]:
+    """(name, value) pairs saying what was evaluated: models, data, settings, code."""
     candidate = metrics["candidate"]
-    lines += [f"{candidate['problems']} problems x {candidate['episodes_per_problem']} episodes, "
-              f"K = {metrics['num_attempts']}, seed {metrics['seed']}.", ""]  # fmt: skip
-    for title, header, rows in tables(metrics):
-        lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        lines.append("")
+    pairs = [
+        ("candidate", metrics.get("candidate_name") or model_title(metrics["candidate_model"])),
+        ("candidate content sha256", metrics.get("candidate_fingerprint") or "(not a folder)"),
+    ]
+    if metrics.get("baseline_model"):
+        pairs.append(("baseline", metrics["baseline_model"]))
+    if metrics.get("base_model"):
+        pairs.append(("trained from", metrics["base_model"]))
+    if metrics.get("training_rounds"):
+        pairs.append(("training rounds", str(metrics["training_rounds"])))
+    pairs += [
+        ("problems", f"{candidate['problems']} from {metrics.get('problems_source', '?')}"),
+        ("problems content sha256", metrics.get("problems_sha256") or "?"),
+        (
+            "episodes",
+            f"{candidate['episodes_per_problem']} per problem, up to K = {metrics['num_attempts']} "
+            "attempts each",
+        ),
+        ("seed", str(metrics["seed"])),
+        ("calgrpo", metrics.get("code_version") or "?"),
+    ]
+    return pairs
+
+
+def title(metrics: dict[str, Any]) -> str:
+    name = metrics.get("candidate_name") or model_title(metrics["candidate_model"])
+    fingerprint = metrics.get("candidate_fingerprint")
+    return f"Evaluation of {name}" + (f" (content {fingerprint[:12]})" if fingerprint else "")
+
+
+def headline_markdown(metrics: dict[str, Any]) -> str:
+    """The first table and the significance sentence: what the KFP UI shows of an evaluation."""
+    main = tables(metrics)[0]
+    lines = [f"## {title(metrics)}", "", *_markdown_table(main)]
+    sentence = significance(metrics)
+    if sentence:
+        lines += ["", sentence]
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_table(table: Table) -> list[str]:
+    lines = ["| " + " | ".join(table.header) + " |", "|" + "---|" * len(table.header)]
+    lines += ["| " + " | ".join(_one_line(cell.text) for cell in row) + " |" for row in table.rows]
+    return lines + (["", table.note] if table.note else [])
+
+
+def training_markdown(history: list[dict[str, Any]], num_attempts: int) -> str:
+    """A row per training round: the rollout's V@K, loss, KL, entropy, clip fraction, tokens/s."""
+    columns = (
+        ("rollout/v@k", f"rollout V@{num_attempts}", ".3f"),
+        ("train/loss", "loss", "+.4f"),
+        ("train/kl", "KL", ".4f"),
+        ("train/entropy", "entropy", ".3f"),
+        ("train/clip_fraction", "clip fraction", ".3f"),
+        ("train/tokens_per_s", "tokens/s", ".0f"),
+        (f"eval/v@{num_attempts}", f"eval V@{num_attempts}", ".3f"),
+    )
+    lines = [
+        "| round | " + " | ".join(name for _, name, _ in columns) + " |",
+        "|" + "---|" * (len(columns) + 1),
+    ]
+    for row in history:
+        cells = [
+            format(row[key], spec) if isinstance(row.get(key), int | float) else ""
+            for key, _, spec in columns
+        ]
+        lines.append(f"| {row.get('round', '')} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(
+    metrics: dict[str, Any],
+    path: Path,
+    examples: list[dict[str, Any]] = (),
+    history: list[dict[str, Any]] = (),
+) -> None:
+    lines = [f"# {title(metrics)}", ""]
+    sentence = significance(metrics)
+    if sentence:
+        lines += [sentence, ""]
+    for table in tables(metrics):
+        lines += [f"## {table.title}", "", *_markdown_table(table), ""]
     lines.append(
         "V@k is the share of episodes solved within k sequential attempts with feedback; it is not pass@k."
     )
+    if any("train/loss" in row for row in history):
+        lines += ["", "## Training by round", "", training_markdown(history, metrics["num_attempts"])]
+    lines += ["", "## What was evaluated", "", "| | |", "|---|---|"]
+    lines += [f"| {name} | {_one_line(value)} |" for name, value in identity(metrics)]
     if examples:
         lines += ["", "## Transcripts (a few; all of them are in transcripts.parquet)", ""]
     for episode in examples:
@@ -88,53 +283,4 @@ def _fenced(text: str) -> str:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split()).replace("|", "\\|")
-
-
-def write_plot(metrics: dict[str, Any], path: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure  # not pyplot: no global state, no GUI backend, faster import
-
-    fig = Figure(figsize=(6, 4))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    for side, color in (("candidate", "tab:blue"), ("baseline", "tab:gray")):
-        if not metrics.get(side):
-            continue
-        curve = metrics[side]["v@k"]
-        ks = list(range(1, len(curve["mean"]) + 1))
-        ax.plot(ks, curve["mean"], marker="o", color=color, label=side)
-        ax.fill_between(ks, curve["low"], curve["high"], color=color, alpha=0.2)
-    ax.set_xlabel("attempt budget k")
-    ax.set_ylabel("V@k (95% CI)")
-    ax.set_ylim(0, 1)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-
-
-def write_html(metrics: dict[str, Any], path: Path, plot: Path, examples: list[dict[str, Any]] = ()) -> None:
-    parts = ["<html><head><meta charset='utf-8'><title>Evaluation</title></head><body>",
-             f"<h1>Evaluation of {html.escape(metrics['candidate_model'])}</h1>"]  # fmt: skip
-    for title, header, rows in tables(metrics):
-        parts.append(f"<h2>{html.escape(title)}</h2><table border='1' cellpadding='4'><tr>")
-        parts += [f"<th>{html.escape(h)}</th>" for h in header]
-        parts.append("</tr>")
-        for row in rows:
-            parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
-        parts.append("</table>")
-    image = base64.b64encode(plot.read_bytes()).decode()
-    parts.append(f"<h2>Curves</h2><img alt='V@k curves' src='data:image/png;base64,{image}'/>")
-    if examples:
-        parts.append("<h2>Transcripts (a few; all of them are in transcripts.parquet)</h2>")
-    for episode in examples:
-        parts.append(
-            f"<h3>{html.escape(episode['problem_id'])}</h3><pre>{html.escape(episode['prompt'])}</pre>"
-        )
-        for attempt in episode["attempts"]:
-            parts.append(f"<p>Attempt {attempt['attempt']} ({html.escape(attempt['verdict'])}):</p>"
-                         f"<pre>{html.escape(attempt['completion'])}</pre>")  # fmt: skip
-            if attempt["feedback"]:
-                parts.append(f"<p>Feedback: {html.escape(attempt['feedback'])}</p>")
-    parts.append("</body></html>")
-    path.write_text("\n".join(parts))
+    return " ".join(str(text).split()).replace("|", "\\|")

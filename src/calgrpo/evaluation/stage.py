@@ -3,8 +3,10 @@
 Candidate and baseline see the same problems with the same sampling seed. Next to V@k (K attempts
 with feedback) each model's pass@k from independent first attempts is measured on the same
 problems, with their paired difference: does feedback beat resampling? Outputs, published as one
-folder (manifest last): metrics.json, report.md, report.html, curves.png, per_problem.parquet,
-transcripts.parquet (every attempt's text, verdict and feedback).
+folder (manifest last): metrics.json, report.md, report.html (self-contained), headline.md (the main
+table and the significance sentence), curves.png, with a training history training.png and
+training.md, per_problem.parquet, transcripts.parquet (every attempt's text, verdict and feedback),
+and the trackers' files (tensorboard/ by default).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 from calgrpo.errors import check_ranges
 from calgrpo.rollout.config import RolloutConfig
+from calgrpo.trackers import DEFAULT_REPORT_TO, check_report_to
 
 
 @dataclass(frozen=True)
@@ -47,8 +50,24 @@ class EvaluateConfig:
     """Bootstrap resamples."""
     threads: int | None = None
     """CPU threads for torch."""
+    report_to: tuple[str, ...] = DEFAULT_REPORT_TO
+    """Trackers of the results (``tensorboard`` event files in OUTPUT/tensorboard, ``mlflow``,
+    ``wandb``, or ``none``; calgrpo.trackers), named ``eval/v@k`` and so on as in ``learn``."""
+    step: int = 0
+    """The trackers' x-axis value of this evaluation (the train pipeline passes its round count)."""
+    name: str | None = None
+    """The candidate's name in the report's title (default: from --model, never a whole path)."""
+    margin: float = 0.0
+    """The promotion margin the report's significance sentence is stated against (promotion's rule:
+    the lower 95% bound of the V@K difference above it)."""
+    training_history: str | None = None
+    """A training run's per-round metrics (learn's metrics.jsonl, the train stage's history.jsonl;
+    local or s3://): the report adds training curves and a per-round table."""
+    base_model: str | None = None
+    """The model training started from (the report's lineage)."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "report_to", check_report_to(self.report_to))
         independent = self.independent_samples
         enough = independent in (None, 0) or independent >= self.k
         rules = {"resamples": (self.resamples >= 100, ">= 100")}
@@ -112,12 +131,12 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     import pandas as pd
 
     from calgrpo.configs import to_json
-    from calgrpo.evaluation.report import write_html, write_markdown, write_plot
     from calgrpo.evaluation.summary import compare, per_problem_rows, summarize
     from calgrpo.evaluation.transcripts import TRANSCRIPT_COLUMNS, example_episodes, transcript_rows
     from calgrpo.io import load_problems
     from calgrpo.storage import publish_folder
     from calgrpo.storage.folders import content_fingerprint
+    from calgrpo.trackers import open_trackers
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="calgrpo-eval-") as folder:
@@ -149,15 +168,84 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
         pd.DataFrame(rows).to_parquet(out / "per_problem.parquet", index=False)
         frame = pd.DataFrame(transcripts, columns=TRANSCRIPT_COLUMNS)
         frame.to_parquet(out / "transcripts.parquet", index=False)
-        examples = example_episodes(problems, transcripts)
-        write_plot(metrics, out / "curves.png")
-        write_markdown(metrics, out / "report.md", examples)
-        write_html(metrics, out / "report.html", out / "curves.png", examples)
+        metrics.update(_identity(config, problems))
+        metrics["config"] = to_json(config)  # the resolved config, next to what it produced
+        history = _history(config.training_history)
+        metrics["training_rounds"] = sum(1 for row in history if "train/loss" in row)
+        write_reports(metrics, out, example_episodes(problems, transcripts), history)
         total = time.perf_counter() - started
         overhead = 1 - rollout_s / total if total > 0 else 0.0
         metrics["timing"] = {"rollout_and_verify_s": round(rollout_s, 3), "total_s": round(total, 3)}
         metrics["timing"]["overhead_share"] = round(overhead, 4)  # reading problems, statistics, reports
-        metrics["config"] = to_json(config)  # the resolved config, next to what it produced
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
+        with open_trackers(config.report_to, out, Path(config.output).name, metrics["config"]) as trackers:
+            trackers.log(tracked_scalars(metrics), step=config.step)
         publish_folder(out, config.output)
     return metrics
+
+
+def tracked_scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    """An evaluation's numbers under the trackers' names: ``eval/v@k``, ``eval/pass@k``,
+    ``eval/feedback_gain@k``, ``eval/baseline/v@k``, ``eval/difference@k`` (k = 1..K) and the
+    candidate's details (``eval/first_attempt_accuracy``, ...)."""
+    out: dict[str, float] = {}
+    candidate = metrics["candidate"]
+    curves = {"v@": candidate["v@k"], "pass@": candidate.get("pass@k"),
+              "feedback_gain@": candidate.get("feedback_gain"), "difference@": metrics.get("difference"),
+              "baseline/v@": (metrics.get("baseline") or {}).get("v@k")}  # fmt: skip
+    for prefix, curve in curves.items():
+        for k, value in enumerate((curve or {}).get("mean", []), start=1):
+            out[f"eval/{prefix}{k}"] = value
+    for key in ("first_attempt_accuracy", "success_after_failed_first", "attempts_mean",
+                "tokens_per_solved_problem"):  # fmt: skip
+        if key in candidate:
+            out[f"eval/{key}"] = candidate[key]
+    return out
+
+
+def _identity(config: EvaluateConfig, problems) -> dict[str, Any]:
+    """What the report names: the candidate's title, the data by content, the code's version."""
+    import dataclasses
+    import hashlib
+
+    from calgrpo import __version__
+    from calgrpo.evaluation.report import model_title
+
+    canonical = json.dumps([dataclasses.asdict(p) for p in problems], sort_keys=True, default=str)
+    return {
+        "candidate_name": config.name or model_title(config.model),
+        "margin": config.margin,
+        "problems_source": config.problems,
+        "problems_sha256": hashlib.sha256(canonical.encode()).hexdigest(),
+        "base_model": config.base_model,
+        "code_version": __version__,
+    }
+
+
+def _history(uri: str | None) -> list[dict[str, Any]]:
+    """A training run's per-round rows (none when no history was given)."""
+    if uri is None:
+        return []
+    from calgrpo.storage.folders import local_copy
+    from calgrpo.train.stage import read_history
+
+    with tempfile.TemporaryDirectory(prefix="calgrpo-history-") as scratch:
+        return read_history(local_copy(uri, scratch))
+
+
+def write_reports(metrics: dict[str, Any], out: Path, examples: list[dict[str, Any]],
+                  history: list[dict[str, Any]]) -> None:  # fmt: skip
+    """curves.png, training.png (with a history), report.md, report.html and headline.md."""
+    from calgrpo.evaluation.plots import write_curves, write_training_curves
+    from calgrpo.evaluation.report import headline_markdown, training_markdown, write_markdown
+    from calgrpo.evaluation.report_html import write_html
+
+    write_curves(metrics, out / "curves.png")
+    training_plot = out / "training.png"
+    if not write_training_curves(history, metrics["num_attempts"], training_plot):
+        training_plot = None
+    else:
+        (out / "training.md").write_text(training_markdown(history, metrics["num_attempts"]))
+    write_markdown(metrics, out / "report.md", examples, history)
+    write_html(metrics, out / "report.html", out / "curves.png", examples, history, training_plot)
+    (out / "headline.md").write_text(headline_markdown(metrics))

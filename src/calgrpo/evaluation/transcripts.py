@@ -42,7 +42,7 @@ def example_episodes(problems: list[Problem], rows: list[dict[str, Any]]) -> lis
         if problem_id in seen:
             continue
         seen.add(problem_id)
-        shown = [{key: a[key] for key in ("attempt", "completion", "verdict", "feedback")}
+        shown = [{key: a[key] for key in ("attempt", "completion", "verdict", "reward", "feedback")}
                  for a in sorted(attempts, key=lambda a: a["attempt"])]  # fmt: skip
         for attempt in shown:
             attempt["completion"] = _cut(attempt["completion"])

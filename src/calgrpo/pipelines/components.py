@@ -8,7 +8,7 @@ attempts.parquet, verdicts, model folders with manifests) live inside them.
 
 # No `from __future__ import annotations` here: KFP reads the real annotation objects.
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
 from calgrpo.pipelines.images import CPU_IMAGE, GPU_IMAGE, SANDBOX_IMAGE
 
@@ -235,16 +235,30 @@ def evaluate_run(
     baseline_uri: str,
     results: Output[Dataset],
     report: Output[Markdown],
+    page: Output[HTML],
     metrics: Output[Metrics],
+    train_state: Input[Artifact] = None,
 ):
     """V@1..V@K of the trained model on the run's evaluation split with bootstrap intervals, paired
-    with ``baseline_uri`` (empty: the initial model); reports, per-problem rows."""
+    with ``baseline_uri`` (empty: the initial model); the report (HTML, with the run's training
+    curves when ``train_state``, the last round's train output, is given), its headline (Markdown),
+    per-problem rows, transcripts."""
     from calgrpo.pipelines.config import read_pipeline_config
     from calgrpo.pipelines.steps import evaluate_step, log_evaluation
 
+    history = train_state.path if train_state is not None else None
     outcome = evaluate_step(read_pipeline_config(config), problems.path, model.path, baseline_uri,
-                            initial.path, results.path)  # fmt: skip
-    log_evaluation(outcome, results.path, report, metrics)
+                            initial.path, results.path, history)  # fmt: skip
+    log_evaluation(outcome, results.path, report, metrics, page)
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def round_table(config: str, train_state: Input[Artifact], table: Output[Markdown]):
+    """Every round's metrics (rollout V@K, loss, KL, entropy, clip fraction, tokens/s) in one table."""
+    from calgrpo.pipelines.config import read_pipeline_config
+    from calgrpo.pipelines.steps import round_table_step
+
+    round_table_step(read_pipeline_config(config), train_state.path, table)
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
@@ -259,9 +273,11 @@ def evaluate(
     seed: int,
     results: Output[Dataset],
     report: Output[Markdown],
+    page: Output[HTML],
     metrics: Output[Metrics],
 ):
-    """V@1..V@K with bootstrap intervals, against a baseline when given; reports, per-problem rows."""
+    """V@1..V@K with bootstrap intervals, against a baseline when given; the report (HTML), its
+    headline (Markdown), per-problem rows, transcripts."""
     from calgrpo.evaluation.stage import EvaluateConfig, evaluate
     from calgrpo.pipelines.steps import log_evaluation
     from calgrpo.rollout.config import RolloutConfig, SamplingParams
@@ -271,7 +287,7 @@ def evaluate(
     outcome = evaluate(EvaluateConfig(problems=f"{problems.path}#{split}" if split else problems.path,
                                       model=model.path, baseline=baseline_uri or None, output=results.path,
                                       rollout=episodes, seed=seed))  # fmt: skip
-    log_evaluation(outcome, results.path, report, metrics)
+    log_evaluation(outcome, results.path, report, metrics, page)
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -313,6 +329,7 @@ ALL = {
     "train": train,
     "train_on_trainjob": train_on_trainjob,
     "evaluate_run": evaluate_run,
+    "round_table": round_table,
     "evaluate": evaluate,
     "resolve_model": resolve_model,
     "promote": promote,

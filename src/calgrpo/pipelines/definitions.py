@@ -144,7 +144,10 @@ def build_train_pipeline(config=None, train_nodes: int = 1):
                 trained = ALL["train"](**step)
             _gpu(trained, gpu, 8 * 3600).set_caching_options(False)
             model, state = trained.outputs["new_model"], trained.outputs["train_state"]
+        table = ALL["round_table"](config=config, train_state=state)
+        _cpu(table, "100m", "256M", 300).set_caching_options(False)
         scored = ALL["evaluate_run"](config=config, problems=problems, model=model, initial=initial,
+                                     train_state=state,
                                      baseline_uri=_run_resolved(config, "baseline", s3_secret))  # fmt: skip
         _retry(_s3(_gpu(scored, gpu, 4 * 3600), s3_secret)).set_caching_options(False)
         decision = ALL["promote"](config=config, model=model, results=scored.outputs["results"])

@@ -146,6 +146,7 @@ def train_round_config(
         model=model, output=Path(output), train=config.train, resume_from=state,
         reference=reference if config.train.kl_coef > 0 else None,
         num_attempts=config.rollout.num_attempts, seed=minibatch_seed(config.seed, round_index),
+        report_to=config.report_to, round=round_index + 1,
     )  # fmt: skip
 
 
@@ -168,21 +169,31 @@ def _link_or_copy(source: str, target: str) -> None:
 
 
 def evaluate_step(config: PipelineConfig, problems: str, model: str, baseline: str, initial: str,
-                  output: str) -> dict[str, Any]:  # fmt: skip
+                  output: str, train_state: str | None = None) -> dict[str, Any]:  # fmt: skip
     """V@1..V@K of the trained model on the run's evaluation split, paired with the baseline (the
-    initial model when ``baseline`` is empty), at the rollout's temperature and attempt length."""
+    initial model when ``baseline`` is empty), at the rollout's temperature and attempt length. The
+    report states significance at the run's promotion margin and draws the training curves from the
+    last round's history (``train_state``)."""
     from calgrpo.evaluation.stage import EvaluateConfig, evaluate
     from calgrpo.run_config import SYNTHETIC_EVAL
+    from calgrpo.train.stage import HISTORY
 
     episodes = dataclasses.replace(config.rollout, group_size=config.eval_samples)
+    history = Path(train_state, HISTORY) if train_state is not None else None
     return evaluate(EvaluateConfig(problems=str(Path(problems, SYNTHETIC_EVAL)), model=model,
                                    baseline=baseline or initial, output=output, rollout=episodes,
-                                   seed=config.seed))  # fmt: skip
+                                   seed=config.seed, report_to=config.report_to, step=config.rounds,
+                                   name=config.model_name, margin=config.margin,
+                                   training_history=str(history) if history and history.is_file() else None,
+                                   base_model=config.model))  # fmt: skip
 
 
-def log_evaluation(outcome: dict[str, Any], results: str, report, metrics) -> None:
-    """An evaluation's report.md as the Markdown artifact and V@k as KFP metrics (no ``@`` allowed)."""
-    Path(report.path).write_text(Path(results, "report.md").read_text())
+def log_evaluation(outcome: dict[str, Any], results: str, report, metrics, page=None) -> None:
+    """An evaluation's headline (its main table and significance sentence) as the Markdown artifact,
+    report.html as the HTML one, and V@k as KFP metrics (no ``@`` allowed in their names)."""
+    Path(report.path).write_text(Path(results, "headline.md").read_text())
+    if page is not None:
+        shutil.copyfile(Path(results, "report.html"), page.path)
     candidate = outcome["candidate"]
     for k, value in enumerate(candidate["v@k"]["mean"], start=1):
         metrics.log_metric(f"eval/v_at_{k}", value)
@@ -192,6 +203,16 @@ def log_evaluation(outcome: dict[str, Any], results: str, report, metrics) -> No
         metrics.log_metric("eval/feedback_gain_low", candidate["feedback_gain"]["low"][-1])
     if "difference" in outcome:
         metrics.log_metric("eval/difference_low", outcome["difference"]["low"][-1])
+
+
+def round_table_step(config: PipelineConfig, train_state: str, table) -> None:
+    """The per-round metrics of the whole run (the last round's history) as a Markdown table."""
+    from calgrpo.evaluation.report import training_markdown
+    from calgrpo.train.stage import HISTORY, read_history
+
+    rows = read_history(Path(train_state, HISTORY))
+    Path(table.path).write_text(f"## Training by round ({len(rows)} rounds)\n\n"
+                                + training_markdown(rows, config.rollout.num_attempts))  # fmt: skip
 
 
 def promote_step(config: PipelineConfig, model: str, results: str) -> bool:

@@ -10,6 +10,7 @@ import json
 import logging
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +43,20 @@ def save_checkpoint(folder: Path, *, model, tokenizer, trainer_state: dict, stat
     return folder
 
 
-def save_train_output(folder: Path, trainer, tokenizer, state: dict[str, Any]) -> Path:
+def save_train_output(
+    folder: Path,
+    trainer,
+    tokenizer,
+    state: dict[str, Any],
+    before_manifest: Callable[[Path], None] | None = None,
+) -> Path:
     """``calgrpo train``'s output, from every rank of a (possibly distributed) run; returns the folder.
 
     All ranks write their shards of model and optimizer state (``trainer_shards/``, a
     torch.distributed.checkpoint any world size can load) and join in gathering the full weights;
     rank 0 writes ``model/`` (a save_pretrained folder), ``trainer.pt`` (scheduler, step),
-    ``state.json`` and, last, the manifest.
+    ``state.json``, whatever ``before_manifest(folder)`` adds (the trackers' files) and, last, the
+    manifest.
     """
     from calgrpo.train.distributed import barrier, full_state_dict, save_sharded
 
@@ -63,6 +71,8 @@ def save_train_output(folder: Path, trainer, tokenizer, state: dict[str, Any]) -
         tokenizer.save_pretrained(folder / "model")
         torch.save(trainer.state_dict(with_optimizer=False), folder / "trainer.pt")
         (folder / "state.json").write_text(json.dumps(state, indent=1, sort_keys=True))
+        if before_manifest is not None:
+            before_manifest(folder)
         write_manifest(folder)
     barrier(context)
     return folder

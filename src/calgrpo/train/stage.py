@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from calgrpo.trackers import DEFAULT_REPORT_TO, check_report_to
 from calgrpo.train.config import TrainConfig
 
 
@@ -59,6 +60,12 @@ class TrainStageConfig:
     not this model's, so every ratio is an importance weight against that other policy)."""
     threads: int | None = None
     """CPU threads for torch (default: torch's choice)."""
+    report_to: tuple[str, ...] = DEFAULT_REPORT_TO
+    """Trackers of the round's metrics (``tensorboard`` event files in OUTPUT/tensorboard, ``mlflow``,
+    ``wandb``, or ``none``; calgrpo.trackers)."""
+    round: int | None = None
+    """The training round this is (the trackers' x-axis, as in ``learn``); default: the optimizer
+    step after this round."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """``auto``: this rank's GPU when CUDA is available, else CPU. Run under ``torchrun`` for data
     parallelism (``--train.strategy ddp|fsdp``): gloo on CPU, NCCL on GPU."""
@@ -66,6 +73,7 @@ class TrainStageConfig:
     def __post_init__(self) -> None:
         from calgrpo.errors import ConfigError
 
+        object.__setattr__(self, "report_to", check_report_to(self.report_to))
         if self.train.kl_coef > 0 and self.reference is None:
             raise ConfigError("--train.kl-coef > 0 needs --reference: the model the KL is measured to")
 
@@ -108,10 +116,12 @@ def train_stage(config: TrainStageConfig) -> dict[str, Any]:
         if config.train.kl_coef > 0:
             reference = load_policy(config.reference).model.eval()
         trainer = Trainer(policy.model, config.train, ref_model=reference, context=context)
+        history: list[dict[str, Any]] = []
         if config.resume_from is not None:
             previous = Path(config.resume_from)
             if is_s3(config.resume_from):  # each rank its own verified copy
                 previous = fetch_folder(config.resume_from, Path(scratch) / "previous")
+            history = read_history(previous / HISTORY)
             trainer.load_state_dict(torch.load(previous / "trainer.pt", weights_only=False))
             if (previous / "trainer_shards").is_dir():  # written by any world size, resharded for this one
                 load_sharded(previous / "trainer_shards", trainer.scorer, trainer.optimizer)
@@ -119,7 +129,13 @@ def train_stage(config: TrainStageConfig) -> dict[str, Any]:
     metrics = trainer.train_on(batch, torch.Generator().manual_seed(config.seed))
     state = {"metrics": metrics, "source_model": config.model, "world_size": context.world_size,
              "config": to_json(config)}  # the resolved config, next to what it produced  # fmt: skip
-    save_train_output(Path(config.output), trainer, policy.tokenizer, state)
+    save_train_output(
+        Path(config.output),
+        trainer,
+        policy.tokenizer,
+        state,
+        before_manifest=_round_outputs(config, metrics, history),
+    )
     if context.is_main and config.publish:
         from calgrpo.storage.folders import publish_folder
 
@@ -130,6 +146,52 @@ def train_stage(config: TrainStageConfig) -> dict[str, Any]:
     if context.active:
         torch.distributed.destroy_process_group()
     return metrics
+
+
+HISTORY = "history.jsonl"
+"""Every round's metrics so far, one JSON object a line, carried from round to round in the train
+output (the pipeline's training curves and per-round table come from the last round's)."""
+
+MAX_HISTORY_BYTES = 64 << 20
+
+
+def read_history(path: Path) -> list[dict[str, Any]]:
+    """The rounds logged in a previous train output (none when it has no history)."""
+    from calgrpo.errors import InvalidInputError
+
+    if not path.is_file():
+        return []
+    if path.stat().st_size > MAX_HISTORY_BYTES:
+        raise InvalidInputError(f"{path}: over {MAX_HISTORY_BYTES} bytes; not a train stage's history")
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if not isinstance(row, dict) or not isinstance(row.get("round"), int):
+            raise InvalidInputError(
+                f"{path} line {number}: not a round's metrics (a JSON object with a round)"
+            )
+        rows.append(row)
+    return rows
+
+
+def _round_outputs(config: TrainStageConfig, metrics: dict[str, Any], history: list[dict[str, Any]]):
+    """Writes the history with this round appended, and the round's metrics to the trackers, inside
+    the output folder (rank 0, before its manifest)."""
+
+    def write(folder: Path) -> None:
+        from calgrpo.configs import to_json
+        from calgrpo.trackers import open_trackers
+
+        step = config.round if config.round is not None else int(metrics["train/step"])
+        row = {"round": step, **metrics}
+        (folder / HISTORY).write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in [*history, row]))
+        with open_trackers(config.report_to, folder, f"round {step}", to_json(config)) as trackers:
+            trackers.log(row, step=step)
+
+    return write
 
 
 def main(argv: list[str] | None = None) -> int:
