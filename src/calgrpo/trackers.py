@@ -232,6 +232,10 @@ class WandbTracker:
         self.run.finish()
 
 
+ROUND_MARKER = "calgrpo round: "
+"""Prefix of the line a pipeline's train task prints with its round's numbers (run-local shows them)."""
+
+
 def round_line(metrics: dict[str, Any], rounds: int, num_attempts: int) -> str:
     """One console line per training round, like TRL's logging steps."""
 

@@ -49,3 +49,16 @@ def test_local_paths_that_kfp_local_would_mangle_are_linked(tmp_path) -> None:
     assert _kfp_local_safe(str(model), tmp_path / "root") == safe  # the same link again
     for untouched in ("s3://bucket/python3/model", "org/python3-model", None, str(tmp_path / "plain.gguf")):
         assert _kfp_local_safe(untouched, tmp_path / "root") == untouched
+
+
+def test_a_rounds_line_carries_the_numbers_its_train_task_printed():
+    from calgrpo.trackers import ROUND_MARKER
+
+    terminal = io.StringIO()
+    lines = TaskLines(io.StringIO(), terminal, verbose=False, rounds=2)
+    numbers = "round 1/2  V@4 0.250  loss -0.0100  kl 0.0000  entropy 1.500  clip 0.000  812 tok/s"
+    lines.write("rollout output\n" + _finished("rollout") + f"12:00 {ROUND_MARKER}{numbers}\n" + _finished("train"))
+    lines.write(_finished("train-2"))  # a train task that printed nothing keeps the plain label
+    shown = terminal.getvalue().splitlines()
+    assert numbers in shown[0] and shown[0].endswith("success")
+    assert "round 2/2 (rollout, verify, train)" in shown[1]

@@ -169,10 +169,12 @@ def train(
     from calgrpo.train.launch import run_train
 
     previous = state.path if state is not None else None
-    stage = train_round_config(read_pipeline_config(config), round_index, attempts=attempts.path,
-                               verdicts=verdicts.path, model=model.path, output=train_state.path,
-                               state=previous, reference=initial.path)  # fmt: skip
-    finish_round(run_train(stage, processes=torch.cuda.device_count()), train_state.path, new_model, metrics)
+    run = read_pipeline_config(config)
+    stage = train_round_config(run, round_index, attempts=attempts.path, verdicts=verdicts.path,
+                               model=model.path, output=train_state.path, state=previous,
+                               reference=initial.path)  # fmt: skip
+    result = run_train(stage, processes=torch.cuda.device_count())
+    finish_round(result, train_state.path, new_model, metrics, run, round_index)
 
 
 @dsl.component(
@@ -219,11 +221,12 @@ def train_on_trainjob(
     request = request_from_task_config(task_config, name=name, image=trainer_image, num_nodes=num_nodes,
                                        procs_per_node=int(procs_per_node))  # fmt: skip
     previous = state.path if state is not None else None
-    stage = train_round_config(read_pipeline_config(config), round_index, attempts=attempts.path,
-                               verdicts=verdicts.path, model=model.path, output=train_state.path,
-                               state=previous, reference=initial.path)  # fmt: skip
+    run = read_pipeline_config(config)
+    stage = train_round_config(run, round_index, attempts=attempts.path, verdicts=verdicts.path,
+                               model=model.path, output=train_state.path, state=previous,
+                               reference=initial.path)  # fmt: skip
     result = train_on_cluster(stage, staging=join(staging, name), request=request, jobs=KubernetesTrainJobs())
-    finish_round(result, train_state.path, new_model, metrics)
+    finish_round(result, train_state.path, new_model, metrics, run, round_index)
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)

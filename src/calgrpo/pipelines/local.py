@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from calgrpo.errors import CalgrpoError
 from calgrpo.pipelines.config import PipelineConfig
+from calgrpo.trackers import ROUND_MARKER
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,7 @@ class TaskLines(io.TextIOBase):
         self.log, self.echo, self.verbose, self.rounds = log, echo, verbose, rounds
         self.started = time.perf_counter()
         self.pending = ""
+        self.round_numbers = ""
 
     def writable(self) -> bool:
         return True
@@ -140,7 +142,10 @@ class TaskLines(io.TextIOBase):
         self.pending += text
         *lines, self.pending = self.pending.split("\n")
         for line in lines:
-            match = _TASK_EVENT.search(_ANSI.sub("", line))
+            plain = _ANSI.sub("", line)
+            if ROUND_MARKER in plain:  # the train task's numbers, shown on its round's line
+                self.round_numbers = plain.split(ROUND_MARKER, 1)[1].strip()
+            match = _TASK_EVENT.search(plain)
             if match:
                 self._task_line(match.group(1), match.group(2).lower())
         return len(text)
@@ -152,6 +157,8 @@ class TaskLines(io.TextIOBase):
             if not in_round.group(1).startswith("train"):
                 return
             label = f"round {int(in_round.group(2) or 1)}/{self.rounds} (rollout, verify, train)"
+            if self.round_numbers:  # "round r/R  V@K ...  loss ...": the numbers say which round
+                label, self.round_numbers = self.round_numbers, ""
         elapsed = time.perf_counter() - self.started
         self.echo.write(f"  [{elapsed:6.0f} s] {label:<40} {status}\n")
         self.echo.flush()

@@ -150,11 +150,16 @@ def train_round_config(
     )  # fmt: skip
 
 
-def finish_round(result: dict[str, Any], train_output: str, new_model, metrics) -> None:
+def finish_round(result: dict[str, Any], train_output: str, new_model, metrics, config: PipelineConfig,
+                 round_index: int) -> None:  # fmt: skip
     """The trained model as its own artifact (hard links where the filesystem allows, so no second
     copy of the weights) carrying its training step as ``policy_version`` (what the next rollout
-    records, as ``calgrpo learn`` records its trainer's step), and the round's metrics logged (``@``
-    is not allowed in KFP metric names)."""
+    records, as ``calgrpo learn`` records its trainer's step), the round's metrics logged (``@``
+    is not allowed in KFP metric names), and one line on stdout with them, as ``learn`` prints."""
+    from calgrpo.trackers import ROUND_MARKER, round_line
+
+    line = round_line({"round": round_index + 1, **result}, config.rounds, config.rollout.num_attempts)
+    print(ROUND_MARKER + line, flush=True)
     shutil.copytree(Path(train_output, "model"), new_model.path, copy_function=_link_or_copy)
     new_model.metadata["policy_version"] = int(result["train/step"])
     for key, value in result.items():
