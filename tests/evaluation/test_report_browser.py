@@ -95,3 +95,21 @@ def test_report_loads_cleanly_with_visible_figures_and_the_numbers_of_metrics_js
         title == f"Evaluation of run/model (content {metrics['candidate_fingerprint'][:12]})"
     )  # not a temp path
     assert f"At k = {k}" in heading and "margin -0.500" in heading
+
+
+def screenshot(report: Path, image: Path, width: int = 1100) -> None:
+    """The whole page of ``report`` as a PNG (docs/evaluation.md's picture of a `make run` report)."""
+    browser = chromium_driver(width=width)
+    try:
+        browser.get(report.resolve().as_uri())
+        height = browser.execute_script("return document.documentElement.scrollHeight")
+        browser.set_window_size(width, min(height, 4000))
+        browser.save_screenshot(str(image))
+    finally:
+        browser.quit()
+
+
+if __name__ == "__main__":  # python -m tests.evaluation.test_report_browser REPORT.html OUT.png
+    import sys
+
+    screenshot(Path(sys.argv[1]), Path(sys.argv[2]))
