@@ -10,6 +10,10 @@ The returned weight ``A[p, i, k]`` multiplies the score of attempt k's own token
 ``grad ~ (1/G) * sum_{i,k} A[p, i, k] * grad log pi(attempt k tokens | history)`` for each prompt.
 It is 0 wherever the attempt was not generated.
 
+With ``costs`` (the cost of each attempt made, :mod:`calgrpo.algorithms.costs`) the objective is
+J = V@K - E[total cost] and the credit of attempt k is its return to go ``Q[i, k] = S_i - sum_{j >= k}
+c[i, j]`` in place of S_i; ``costs=None`` is V@K exactly as without them.
+
 Methods live in :data:`ADVANTAGE_METHODS`; add one with :func:`register_advantage_method`.
 """
 
@@ -22,11 +26,13 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from calgrpo.algorithms.costs import immediate_returns, returns_to_go, total_return, validate_costs
 from calgrpo.errors import InvalidInputError
 from calgrpo.registry import Registry
 
-AdvantageFn = Callable[[Tensor, Tensor], Tensor]
-"""``fn(rewards (P, G, K) float, attempted (P, G, K) bool) -> advantages (P, G, K)``, inputs validated."""
+AdvantageFn = Callable[..., Tensor]
+"""``fn(rewards (P, G, K) float, attempted (P, G, K) bool[, costs (P, G, K) float | None]) ->
+advantages (P, G, K)``, inputs validated; a method whose ``fn`` takes no ``costs`` refuses them."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,10 @@ class AdvantageMethod:
     fn: AdvantageFn
     unbiased: bool
     """True when the expected weighted score equals grad V@K exactly (tested in tests/toys)."""
+    unbiased_with_costs: bool
+    """True when, given attempt costs, it equals grad J = grad (V@K - E[cost]) exactly (tests/toys)."""
+    supports_costs: bool
+    """Its ``fn`` takes ``costs``."""
     outcome: Literal["success", "first_attempt"]
     """Per-trajectory outcome whose group std scales the advantages when ``scale_by_std`` is on."""
     summary: str
@@ -46,13 +56,23 @@ ADVANTAGE_METHODS: Registry[AdvantageMethod] = Registry("advantage method")
 
 
 def register_advantage_method(
-    name: str, *, unbiased: bool, outcome: Literal["success", "first_attempt"] = "success"
+    name: str,
+    *,
+    unbiased: bool,
+    unbiased_with_costs: bool = False,
+    outcome: Literal["success", "first_attempt"] = "success",
 ) -> Callable[[AdvantageFn], AdvantageFn]:
     """Decorator registering ``fn`` under ``name``; its docstring's first line is the summary."""
 
     def add(fn: AdvantageFn) -> AdvantageFn:
+        import inspect
+
         summary = (fn.__doc__ or name).strip().splitlines()[0]
-        ADVANTAGE_METHODS.add(name, AdvantageMethod(name, fn, unbiased, outcome, summary))
+        takes_costs = "costs" in inspect.signature(fn).parameters
+        if unbiased_with_costs and not takes_costs:
+            raise ValueError(f"advantage method {name!r}: unbiased_with_costs needs an fn that takes costs")
+        method = AdvantageMethod(name, fn, unbiased, unbiased_with_costs, takes_costs, outcome, summary)
+        ADVANTAGE_METHODS.add(name, method)
         return fn
 
     return add
@@ -62,6 +82,7 @@ def attempt_advantages(
     rewards: Tensor,
     attempted: Tensor,
     method: str = "cal",
+    costs: Tensor | None = None,
     *,
     scale_by_std: bool = False,
     std_eps: float = 1e-6,
@@ -75,9 +96,12 @@ def attempt_advantages(
             1..T_i, every trajectory makes attempt 1, and nothing follows a success.
         method: a name in :data:`ADVANTAGE_METHODS` (``cal``, ``trajectory``, ``naive``, ``single``,
             ``cal_inclusive``, ``cal_singleton_zero``, or one registered later).
+        costs: (P, G, K) floating, finite, >= 0: the cost of each attempt made (ignored where not
+            attempted); the weights then target J = V@K - E[total cost]. None: V@K, as without it.
         scale_by_std: divide each prompt's weights by the sample std (over G) of the method's
             per-trajectory outcome, GRPO-style. This reweights prompts, not directions inside a
-            prompt. Groups with zero outcome variance get weight 0 (they carry no signal).
+            prompt. Groups with zero outcome variance get weight 0 (they carry no signal). With costs
+            the outcome is the trajectory's return S_i - its costs.
         std_eps: added to the std before dividing.
 
     Returns:
@@ -91,11 +115,20 @@ def attempt_advantages(
     validate_attempt_table(rewards, attempted)
     dtype = rewards.dtype if rewards.is_floating_point() else torch.get_default_dtype()
     rewards = rewards.to(dtype)
+    if costs is not None:
+        if not spec.supports_costs:
+            raise InvalidInputError(f"advantage method {method!r} does not take attempt costs")
+        validate_costs(costs, rewards)
+        costs = costs.to(dtype)
     if rewards.shape[0] == 0:
         return torch.zeros_like(rewards)
-    advantages = torch.where(attempted, spec.fn(rewards, attempted), torch.zeros((), dtype=dtype))
+    values = spec.fn(rewards, attempted, costs) if costs is not None else spec.fn(rewards, attempted)
+    advantages = torch.where(attempted, values, torch.zeros((), dtype=dtype))
     if scale_by_std:
-        outcome = trajectory_success(rewards) if spec.outcome == "success" else rewards[..., 0]
+        if spec.outcome == "success":
+            outcome = total_return(trajectory_success(rewards), costs, attempted)
+        else:
+            outcome = immediate_returns(rewards, costs, attempted)[..., 0]
         std = outcome.std(dim=1, keepdim=True)  # (P, 1)
         scale = torch.where(std > 0, 1.0 / (std + std_eps), torch.zeros_like(std))
         advantages = advantages * scale.unsqueeze(-1)
@@ -172,55 +205,57 @@ def leave_one_out_mean(values: Tensor, members: Tensor) -> tuple[Tensor, Tensor]
     return torch.where(others_count > 0, mean, torch.zeros_like(mean)), others_count
 
 
-def _success_per_attempt(rewards: Tensor) -> Tensor:
-    """S_i broadcast to every attempt: (P, G, K) -> (P, G, K)."""
-    return trajectory_success(rewards).unsqueeze(-1).expand_as(rewards)
-
-
-def _trajectory_baseline(rewards: Tensor) -> Tensor:
-    """Leave-one-out mean of S over all other trajectories, broadcast to (P, G, K)."""
-    success = trajectory_success(rewards)
-    mean, _ = leave_one_out_mean(success, torch.ones_like(success, dtype=torch.bool))
+def _trajectory_baseline(rewards: Tensor, attempted: Tensor, costs: Tensor | None = None) -> Tensor:
+    """Leave-one-out mean of the return R (S without costs) over all other trajectories, (P, G, K)."""
+    returns = total_return(trajectory_success(rewards), costs, attempted)
+    mean, _ = leave_one_out_mean(returns, torch.ones_like(returns, dtype=torch.bool))
     return mean.unsqueeze(-1).expand_as(rewards)
 
 
-@register_advantage_method("cal", unbiased=True)
-def cal_advantages(rewards: Tensor, attempted: Tensor) -> Tensor:
+@register_advantage_method("cal", unbiased=True, unbiased_with_costs=True)
+def cal_advantages(rewards: Tensor, attempted: Tensor, costs: Tensor | None = None) -> Tensor:
     """CAL: S_i minus the mean S of the other trajectories that reached attempt k (all others if none did).
 
     ``A_{i,k} = S_i - mean_{j in R_k, j != i} S_j`` with ``R_k = {j : T_j >= k}``; when i alone
     reached k (n_k = 1) the baseline falls back to the trajectory level. The baseline never reads
-    trajectory i, so the estimate is exactly unbiased for grad V@K.
+    trajectory i, so the estimate is exactly unbiased for grad V@K. With costs, S is replaced by the
+    return to go Q_{., k} on both sides (the fallback: the others' whole return), unbiased for grad J.
     """
-    success = _success_per_attempt(rewards)
-    reached_mean, others = leave_one_out_mean(success, attempted)
-    return success - torch.where(others > 0, reached_mean, _trajectory_baseline(rewards))
+    to_go = returns_to_go(trajectory_success(rewards), costs, attempted)
+    reached_mean, others = leave_one_out_mean(to_go, attempted)
+    return to_go - torch.where(others > 0, reached_mean, _trajectory_baseline(rewards, attempted, costs))
 
 
-@register_advantage_method("trajectory", unbiased=True)
-def trajectory_advantages(rewards: Tensor, attempted: Tensor) -> Tensor:
-    """Trajectory level: S_i minus the mean S of all other trajectories, the same for every attempt."""
-    return _success_per_attempt(rewards) - _trajectory_baseline(rewards)
+@register_advantage_method("trajectory", unbiased=True, unbiased_with_costs=True)
+def trajectory_advantages(rewards: Tensor, attempted: Tensor, costs: Tensor | None = None) -> Tensor:
+    """Trajectory level: S_i minus the mean S of all other trajectories, the same for every attempt.
+
+    With costs, the whole return R_i = S_i - all its costs, minus the others' mean R: costs paid
+    before attempt k add zero-mean noise to its credit, so it stays unbiased for grad J.
+    """
+    returns = total_return(trajectory_success(rewards), costs, attempted)
+    return returns.unsqueeze(-1).expand_as(rewards) - _trajectory_baseline(rewards, attempted, costs)
 
 
 @register_advantage_method("naive", unbiased=False)
-def naive_advantages(rewards: Tensor, attempted: Tensor) -> Tensor:
+def naive_advantages(rewards: Tensor, attempted: Tensor, costs: Tensor | None = None) -> Tensor:
     """Naive (biased): r_{i,k} minus the mean r_{j,k} of the others that reached k (0 if none did).
 
     It credits only each attempt's immediate success, so a failed attempt whose feedback made a
-    later success possible is never rewarded.
+    later success possible is never rewarded. With costs: r_{i,k} - c_{i,k}, likewise.
     """
-    reached_mean, _ = leave_one_out_mean(rewards, attempted)
-    return rewards - reached_mean
+    immediate = immediate_returns(rewards, costs, attempted)
+    reached_mean, _ = leave_one_out_mean(immediate, attempted)
+    return immediate - reached_mean
 
 
 @register_advantage_method("single", unbiased=False, outcome="first_attempt")
-def single_attempt_advantages(rewards: Tensor, attempted: Tensor) -> Tensor:
+def single_attempt_advantages(rewards: Tensor, attempted: Tensor, costs: Tensor | None = None) -> Tensor:
     """Single (GRPO on attempt 1 only): r_{i,1} minus the others' mean r_{j,1}; later attempts get 0.
 
-    Unbiased for V@1, not for V@K.
+    Unbiased for V@1, not for V@K. With costs: r_{i,1} - c_{i,1}.
     """
-    first = rewards[..., :1]
+    first = immediate_returns(rewards, costs, attempted)[..., :1]
     mean, _ = leave_one_out_mean(first, torch.ones_like(first, dtype=torch.bool))
     advantages = torch.zeros_like(rewards)
     advantages[..., :1] = first - mean
@@ -228,17 +263,17 @@ def single_attempt_advantages(rewards: Tensor, attempted: Tensor) -> Tensor:
 
 
 @register_advantage_method("cal_inclusive", unbiased=False)
-def cal_inclusive_advantages(rewards: Tensor, attempted: Tensor) -> Tensor:
+def cal_inclusive_advantages(rewards: Tensor, attempted: Tensor, costs: Tensor | None = None) -> Tensor:
     """Ablation (biased): S_i minus the mean S over R_k including i itself."""
-    success = _success_per_attempt(rewards)
+    to_go = returns_to_go(trajectory_success(rewards), costs, attempted)
     members = attempted.to(rewards.dtype)
-    mean = (success * members).sum(dim=1, keepdim=True) / members.sum(dim=1, keepdim=True).clamp(min=1)
-    return success - mean
+    mean = (to_go * members).sum(dim=1, keepdim=True) / members.sum(dim=1, keepdim=True).clamp(min=1)
+    return to_go - mean
 
 
 @register_advantage_method("cal_singleton_zero", unbiased=False)
-def cal_singleton_zero_advantages(rewards: Tensor, attempted: Tensor) -> Tensor:
+def cal_singleton_zero_advantages(rewards: Tensor, attempted: Tensor, costs: Tensor | None = None) -> Tensor:
     """Ablation (biased): CAL, but A = 0 when i alone reached attempt k (n_k = 1)."""
-    success = _success_per_attempt(rewards)
-    reached_mean, others = leave_one_out_mean(success, attempted)
-    return torch.where(others > 0, success - reached_mean, torch.zeros_like(success))
+    to_go = returns_to_go(trajectory_success(rewards), costs, attempted)
+    reached_mean, others = leave_one_out_mean(to_go, attempted)
+    return torch.where(others > 0, to_go - reached_mean, torch.zeros_like(to_go))

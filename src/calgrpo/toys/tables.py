@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from calgrpo.algorithms import attempt_advantages, trajectory_success
+from calgrpo.algorithms.costs import AttemptCost
 from calgrpo.errors import InvalidInputError
 
 
@@ -35,6 +36,8 @@ class TrajectoryTable:
     """(N, K) long, the parameter row (history) that attempt k's score lives in."""
     score_values: Tensor
     """(N, K, A) that row of grad log pi(a_k | h_{k-1}); 0 where not attempted."""
+    tokens: Tensor | None = None
+    """(N, K) tokens each attempt generated (0 where not attempted); None: one token an attempt."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,26 @@ def true_gradient(toy: Toy) -> Tensor:
     return _expected_weighted_score(toy, lambda t: trajectory_success(t.rewards).unsqueeze(-1))
 
 
+def attempt_costs(table: TrajectoryTable, cost: AttemptCost) -> Tensor:
+    """(N, K) cost of each attempt of each trajectory (0 where not attempted)."""
+    tokens = table.tokens if table.tokens is not None else table.attempted.to(torch.float64)
+    return cost.of(table.attempted, tokens)
+
+
+def objective(toy: Toy, cost: AttemptCost) -> float:
+    """J = V@K - E[total cost] = sum_c P(c) sum_n P(n | c) (S_n - C_n)."""
+    per_context = [float(t.probs @ (trajectory_success(t.rewards) - attempt_costs(t, cost).sum(-1)))
+                   for t in toy.tables]  # fmt: skip
+    return float(torch.tensor(per_context, dtype=torch.float64) @ toy.context_probs)
+
+
+def objective_gradient(toy: Toy, cost: AttemptCost) -> Tensor:
+    """grad J = E[(S - C) * sum_k score_k], flat (D,): every attempt credited with the whole return."""
+    return _expected_weighted_score(
+        toy, lambda t: (trajectory_success(t.rewards) - attempt_costs(t, cost).sum(-1)).unsqueeze(-1)
+    )
+
+
 def immediate_reward_gradient(toy: Toy) -> Tensor:
     """E[sum_k r_k * score_k], flat (D,): what naive 0/1 per-attempt weighting climbs."""
     return _expected_weighted_score(toy, lambda t: t.rewards)
@@ -127,25 +150,39 @@ def _expected_weighted_score(toy: Toy, weight_of) -> Tensor:
 
 
 def group_estimates(
-    toy: Toy, table: TrajectoryTable, idx: Tensor, method: str, *, scale_by_std: bool = False
+    toy: Toy,
+    table: TrajectoryTable,
+    idx: Tensor,
+    method: str,
+    *,
+    scale_by_std: bool = False,
+    cost: AttemptCost | None = None,
 ) -> Tensor:
     """The estimate (1/G) sum_{i,k} A_{i,k} score_{i,k} for each group of trajectories.
 
     Args:
         idx: (M, G) long, M groups of G trajectories of ``table`` (one context).
+        cost: attempt costs (the estimate targets grad J); None: grad V@K.
 
     Returns:
         (M, D) float64.
     """
     group_size = idx.shape[1]
+    costs = attempt_costs(table, cost)[idx] if cost is not None else None
     advantages = attempt_advantages(
-        table.rewards[idx], table.attempted[idx], method, scale_by_std=scale_by_std
+        table.rewards[idx], table.attempted[idx], method, costs, scale_by_std=scale_by_std
     )
     return weighted_scores(toy, table, idx, advantages / group_size)
 
 
 def exact_estimator_moments(
-    toy: Toy, group_size: int, method: str, *, scale_by_std: bool = False, chunk: int = 16384
+    toy: Toy,
+    group_size: int,
+    method: str,
+    *,
+    scale_by_std: bool = False,
+    cost: AttemptCost | None = None,
+    chunk: int = 16384,
 ) -> EstimatorMoments:
     """Mean and variance of the estimator, enumerating all N^G ordered groups of each context."""
     biggest = max(t.probs.shape[0] for t in toy.tables) ** group_size
@@ -160,7 +197,7 @@ def exact_estimator_moments(
         for start in range(0, n**group_size, chunk):
             idx = _groups_by_number(torch.arange(start, min(start + chunk, n**group_size)), n, group_size)
             prob = context_prob * table.probs[idx].prod(dim=1)  # (M,)
-            est = group_estimates(toy, table, idx, method, scale_by_std=scale_by_std)
+            est = group_estimates(toy, table, idx, method, scale_by_std=scale_by_std, cost=cost)
             first += prob @ est
             second += prob @ est.square()
     return EstimatorMoments(first, (second - first.square()).clamp(min=0), None)
