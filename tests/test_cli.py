@@ -38,6 +38,18 @@ def test_cli_check_estimator_json_passes() -> None:
     assert by_method["naive"]["relative_error"] > 1.0
 
 
+def test_cli_check_estimator_with_costs_checks_the_cost_aware_objective() -> None:
+    result = _calgrpo("check-estimator", "--cost", "0.1", "--token-cost", "0.04", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["toy"] == "tabular_k3_giveup" and report["objective"] == "J = V@3 - E[cost]"
+    by_method = {row["method"]: row for row in report["methods"]}
+    assert by_method["cal"]["registered_unbiased"] and by_method["cal"]["relative_error"] < 1e-10
+    assert by_method["trajectory"]["relative_error"] < 1e-10
+    assert by_method["naive"]["relative_error"] > 0.1 and not by_method["naive"]["registered_unbiased"]
+    assert _calgrpo("check-estimator", "--cost", "-1").returncode == 2
+
+
 def test_cli_unknown_method_is_a_usage_error() -> None:
     result = _calgrpo("check-estimator", "--methods", "cal", "naiv")
     assert result.returncode == 2

@@ -37,13 +37,19 @@ class CheckEstimatorConfig:
     Enumerates every ordered group of G trajectories for each hidden z, takes the exact expectation
     of each method's gradient estimate, and compares it with the true gradient of V@3. Methods
     registered as unbiased must match to --tolerance; the others are reported with their bias.
-    Exits 1 if an unbiased method is off.
+    With --cost or --token-cost the game gets a give-up action and answers of 1-3 tokens, and the
+    target is the cost-aware objective J = V@3 - E[cost] (methods registered unbiased under costs
+    must match grad J). Exits 1 if an unbiased method is off.
     """
 
     methods: tuple[str, ...] = ALL_METHODS
     """Advantage methods to check (names in the advantage registry)."""
     group_size: int = 3
     """G, trajectories per group; all 15^G groups per z are enumerated, so 2..4."""
+    cost: float = 0.0
+    """Cost of every attempt made (> 0: check the cost-aware objective J)."""
+    token_cost: float = 0.0
+    """Cost per generated token of an attempt (> 0: check J)."""
     tolerance: float = 1e-10
     """Largest relative error ||E[g_hat] - grad|| / ||grad|| accepted for an unbiased method."""
     json: bool = False
@@ -60,32 +66,54 @@ class CheckEstimatorConfig:
             raise ConfigError(f"--tolerance must be > 0, got {self.tolerance}")
         if not self.methods:
             raise ConfigError("--methods needs at least one method name")
+        _ = self.attempt_cost  # negative or non-finite costs fail here, before any work
+
+    @property
+    def attempt_cost(self):
+        """The costs to check under, or None for plain V@3."""
+        from calgrpo.algorithms.costs import AttemptCost
+
+        cost = AttemptCost(per_attempt=self.cost, per_token=self.token_cost)
+        return None if cost.free else cost
 
 
 def run_check_estimator(config: CheckEstimatorConfig) -> int:
     """Handler of ``calgrpo check-estimator``; returns the exit code."""
     from calgrpo.algorithms import ADVANTAGE_METHODS
-    from calgrpo.toys.guessing import design_exact_check_toy
+    from calgrpo.toys.guessing import design_exact_check_toy, design_give_up_toy
     from calgrpo.toys.tables import (
         cosine,
         exact_estimator_moments,
+        objective,
+        objective_gradient,
         relative_error,
         success_probability,
         true_gradient,
     )
 
     specs = [ADVANTAGE_METHODS.get(name) for name in config.methods]  # unknown names fail before work
-    toy = design_exact_check_toy()
-    truth = true_gradient(toy)
+    cost = config.attempt_cost
+    if cost is None:
+        toy = design_exact_check_toy()
+        truth, value, objective_name = true_gradient(toy), success_probability(toy), "V@3"
+    else:
+        toy = design_give_up_toy()
+        truth, value = objective_gradient(toy, cost), objective(toy, cost)
+        objective_name = "J = V@3 - E[cost]"
     rows = []
     for spec in specs:
-        moments = exact_estimator_moments(toy, config.group_size, spec.name)
+        if cost is not None and not spec.supports_costs:
+            rows.append({"method": spec.name, "registered_unbiased": False, "relative_error": float("nan"),
+                         "cosine": float("nan"), "total_variance": float("nan"), "ok": True})  # fmt: skip
+            continue
+        unbiased = spec.unbiased if cost is None else spec.unbiased_with_costs
+        moments = exact_estimator_moments(toy, config.group_size, spec.name, cost=cost)
         error = relative_error(moments.mean, truth)
-        ok = error <= config.tolerance if spec.unbiased else True
+        ok = error <= config.tolerance if unbiased else True
         rows.append(
             {
                 "method": spec.name,
-                "registered_unbiased": spec.unbiased,
+                "registered_unbiased": unbiased,
                 "relative_error": error,
                 "cosine": cosine(moments.mean, truth),
                 "total_variance": moments.total_variance,
@@ -95,7 +123,10 @@ def run_check_estimator(config: CheckEstimatorConfig) -> int:
     result = {
         "toy": toy.name,
         "group_size": config.group_size,
+        "objective": objective_name,
+        "cost": {"per_attempt": config.cost, "per_token": config.token_cost},
         "v_at_k": success_probability(toy),
+        "objective_value": value,
         "grad_norm": float(truth.norm()),
         "methods": rows,
         "passed": all(r["ok"] for r in rows),
@@ -104,7 +135,7 @@ def run_check_estimator(config: CheckEstimatorConfig) -> int:
         print(json.dumps(result, indent=2))
     else:
         print(
-            f"toy {result['toy']}: V@3 = {result['v_at_k']:.6f}, ||grad|| = {result['grad_norm']:.6f}, "
+            f"toy {result['toy']}: {objective_name} = {value:.6f}, ||grad|| = {result['grad_norm']:.6f}, "
             f"G = {config.group_size} (every group enumerated)"
         )
         print(f"{'method':<20}{'unbiased?':>10}{'rel. error':>13}{'cosine':>9}{'variance':>11}  verdict")

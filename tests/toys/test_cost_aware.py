@@ -10,7 +10,7 @@ import torch
 from calgrpo.algorithms import ADVANTAGE_METHODS, attempt_advantages, register_advantage_method
 from calgrpo.algorithms.costs import AttemptCost
 from calgrpo.errors import ConfigError, InvalidInputError
-from calgrpo.toys.guessing import GuessingGame, random_guessing_toy
+from calgrpo.toys.guessing import design_give_up_game, design_give_up_toy, random_guessing_toy
 from calgrpo.toys.tables import (
     exact_estimator_moments,
     objective,
@@ -23,12 +23,12 @@ UNBIASED = [name for name in ADVANTAGE_METHODS if ADVANTAGE_METHODS.get(name).un
 BIASED = [name for name in ADVANTAGE_METHODS if not ADVANTAGE_METHODS.get(name).unbiased_with_costs]
 COSTS = [AttemptCost(per_attempt=0.05), AttemptCost(per_attempt=0.2), AttemptCost(per_token=0.03),
          AttemptCost(per_attempt=0.1, per_token=0.04)]  # fmt: skip
-GAME = GuessingGame(prior=(0.5, 0.3, 0.2), num_attempts=3, give_up=True, token_lengths=(1, 2, 3, 1))
+GAME = design_give_up_game()
 
 
 @pytest.fixture(scope="module")
 def toy():
-    return GAME.toy(GAME.design_logits(), name="tabular_k3_giveup")
+    return design_give_up_toy()
 
 
 def test_the_registry_declares_cal_and_trajectory_unbiased_under_costs() -> None:

@@ -145,6 +145,18 @@ def design_exact_check_toy() -> Toy:
     return game.toy(game.design_logits(), name="tabular_k3")
 
 
+def design_give_up_game() -> GuessingGame:
+    """The exact-check game with a give-up action (index 3, one token) and guesses 0, 1, 2 of 1, 2
+    and 3 tokens: the cost-aware check (J = V@3 - E[cost]) of ``calgrpo check-estimator --cost``."""
+    return GuessingGame(prior=(0.5, 0.3, 0.2), num_attempts=3, give_up=True, token_lengths=(1, 2, 3, 1))
+
+
+def design_give_up_toy() -> Toy:
+    """The give-up game under the same cosine formula for its initial logits."""
+    game = design_give_up_game()
+    return game.toy(game.design_logits(), name="tabular_k3_giveup")
+
+
 def random_guessing_toy(
     num_values: int, num_attempts: int, seed: int, logit_scale: float = 1.0, give_up: bool = False
 ) -> Toy:
