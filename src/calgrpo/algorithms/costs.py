@@ -9,44 +9,13 @@ history is, so they drop out in expectation (docs/algorithms.md, "Costs and givi
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
-from calgrpo.errors import ConfigError, InvalidInputError
+from calgrpo.algorithms.cost_config import AttemptCost
+from calgrpo.errors import InvalidInputError
 
-
-@dataclass(frozen=True)
-class AttemptCost:
-    """What an attempt costs, in units of the success reward (1)."""
-
-    per_attempt: float = 0.0
-    """Charged for every attempt made (the give-up answer included)."""
-    per_token: float = 0.0
-    """Charged per generated token of an attempt."""
-
-    def __post_init__(self) -> None:
-        for name in ("per_attempt", "per_token"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ConfigError(
-                    f"--cost.{name.replace('_', '-')} must be a finite number >= 0, got {value}"
-                )
-
-    @property
-    def free(self) -> bool:
-        return self.per_attempt == 0 and self.per_token == 0
-
-    def of(self, attempted: Tensor, tokens: Tensor | None = None) -> Tensor:
-        """(..., K) cost of each attempt: 0 where not attempted; ``tokens`` (..., K) generated tokens."""
-        costs = self.per_attempt * attempted.to(torch.float64)
-        if self.per_token:
-            if tokens is None:
-                raise InvalidInputError("a per-token cost needs each attempt's token count")
-            costs = costs + self.per_token * tokens.to(torch.float64) * attempted
-        return costs
+__all__ = ["AttemptCost", "immediate_returns", "returns_to_go", "total_return", "validate_costs"]
 
 
 def validate_costs(costs: Tensor, rewards: Tensor) -> None:

@@ -1,7 +1,8 @@
 """The multi-attempt rollout loop (DESIGN section 4).
 
 All live trajectories of all prompts advance together: one batched generate per attempt index,
-verify every attempt, drop the solved trajectories, append feedback to the others, repeat up to K.
+verify every attempt, drop the solved trajectories (and those that gave up), append feedback to
+the others, repeat up to K.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def _rollout(problems, engine, layout, config, generator, policy_version, tasks,
         for position, (row, generation) in enumerate(zip(live, generations, strict=True)):
             problem, sample = live_problems[position], owners[row][1]
             completion, verdict = completions[position], verdicts[position]
-            last = verdict.correct or attempt == config.num_attempts
+            last = verdict.correct or verdict.gave_up or attempt == config.num_attempts
             feedback = "" if last else tasks[problem.task].feedback(problem, verdict, config.feedback_mode)
             records.append(
                 AttemptRecord(

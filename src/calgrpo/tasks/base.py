@@ -86,6 +86,8 @@ class Verdict:
     """The verification hit its time limit."""
     crashed: bool = False
     """The program (or the checker) died instead of answering."""
+    gave_up: bool = False
+    """The answer was the problem's give-up answer: the episode ends here, unsolved (detail ``gave_up``)."""
 
 
 class Task(ABC):
@@ -102,6 +104,11 @@ class Task(ABC):
     @abstractmethod
     def verify(self, problem: Problem, completion: str) -> Verdict:
         """Decide whether ``completion`` solves ``problem``. Must not raise on any completion."""
+
+    def give_up_answer(self, problem: Problem) -> str | None:
+        """The answer that ends ``problem``'s episode unsolved (None: the model cannot give up). The
+        problem says whether it allows giving up (its meta), so any instance of the task agrees."""
+        return None
 
     def verify_many(self, problems: list[Problem], completions: list[str]) -> list[Verdict]:
         """Verify a batch (pairs in order); tasks with slow verifiers override this to run in parallel."""
@@ -205,7 +212,24 @@ def verify_batch(tasks: dict[str, Task], problems: list[Problem], completions: l
     for index, problem in enumerate(problems):
         by_task.setdefault(problem.task, []).append(index)
     for name, indices in by_task.items():
-        results = tasks[name].verify_many([problems[i] for i in indices], [completions[i] for i in indices])
+        task = tasks[name]
+        quitting = [i for i in indices if is_give_up(completions[i], task.give_up_answer(problems[i]))]
+        for i in quitting:
+            verdicts[i] = GAVE_UP
+        indices = [i for i in indices if verdicts[i] is None]
+        results = task.verify_many([problems[i] for i in indices], [completions[i] for i in indices])
         for i, verdict in zip(indices, results, strict=True):
             verdicts[i] = verdict
     return verdicts  # type: ignore[return-value]
+
+
+GAVE_UP = Verdict(False, "gave_up", gave_up=True)
+_GIVE_UP_CHARS = 64
+
+
+def is_give_up(completion: str, answer: str | None) -> bool:
+    """The completion is exactly the give-up answer: case, surrounding space and a final period or
+    exclamation mark aside (a give-up inside a longer text is an ordinary, wrong answer)."""
+    if answer is None or len(completion) > _GIVE_UP_CHARS:
+        return False
+    return completion.strip().rstrip(".!").strip().casefold() == answer.casefold()

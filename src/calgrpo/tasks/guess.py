@@ -26,6 +26,7 @@ NATURAL = {
     "lower": "Wrong: my number is lower. Guess again.",
     "wrong": "Wrong. Guess again.",
     "invalid": "Reply with just one number.",
+    "give_up": " If you think you cannot find it, reply give up.",
 }
 """The ``natural`` wording's texts (the problem's meta says which wording it was made with)."""
 
@@ -38,6 +39,9 @@ class GuessOptions:
     """N: the hidden number and the hint are in 0..N-1."""
     hint_prob: float = 0.5
     """Probability that the hint is the hidden number."""
+    give_up: bool = False
+    """The model may answer ``give up`` (the prompt says so), ending the episode unsolved: what a
+    cost-aware run (``--train.cost.*``) teaches it to do on hopeless problems."""
     wording: str = "terse"
     """``terse`` (``guess 0 to 7 hint 3`` / ``higher``: what a tiny word-level tokenizer learns) or
     ``natural`` (sentences a pretrained chat model understands)."""
@@ -83,6 +87,9 @@ class GuessTask(SyntheticTask):
             if self.options.wording == "natural":
                 prompt = NATURAL["prompt"].format(top=self.num_values - 1, hint=hint)
                 meta["wording"] = "natural"
+            if self.options.give_up:
+                prompt += NATURAL["give_up"] if self.options.wording == "natural" else " or give up"
+                meta["give_up"] = True
             problems.append(Problem(id=f"{id_prefix}-{i:06d}", task=self.name, prompt=prompt, answer=str(z),
                                     meta=meta))  # fmt: skip
         return problems
@@ -95,6 +102,9 @@ class GuessTask(SyntheticTask):
         if guess == z:
             return Verdict(True, "correct")
         return Verdict(False, "higher" if z > guess else "lower")
+
+    def give_up_answer(self, problem: Problem) -> str | None:
+        return "give up" if problem.meta.get("give_up") is True else None
 
     def feedback(self, problem: Problem, verdict: Verdict, mode: FeedbackMode = "detailed") -> str:
         if problem.meta.get("wording") == "natural":
@@ -111,7 +121,7 @@ class GuessTask(SyntheticTask):
 
     def sample_texts(self, problems: list[Problem]) -> list[str]:
         texts = [self.format_prompt(p) for p in problems]
-        texts += ["higher", "lower", "wrong", "wrong . say one number"]
+        texts += ["higher", "lower", "wrong", "wrong . say one number", "give up"]
         if self.options.wording == "natural":
             texts += [text for key, text in NATURAL.items() if key != "prompt"]
         texts.append(" ".join(str(v) for v in range(self.num_values)))  # every number is one token

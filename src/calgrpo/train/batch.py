@@ -31,6 +31,8 @@ class TrajectoryBatch:
     """(P, G, K) float32 verdicts."""
     attempted: torch.Tensor
     """(P, G, K) bool."""
+    tokens: torch.Tensor
+    """(P, G, K) float32 tokens each attempt generated (0 where not attempted): per-token costs."""
     problem_ids: list[str]
     """(P,) problem id of each prompt, in order."""
 
@@ -55,6 +57,7 @@ def build_batch(records: list[AttemptRecord], num_attempts: int, pad_token_id: i
     num_prompts = len(problem_ids)
     rewards = torch.zeros(num_prompts, group_size, num_attempts)
     attempted = torch.zeros(num_prompts, group_size, num_attempts, dtype=torch.bool)
+    tokens = torch.zeros(num_prompts, group_size, num_attempts)
     sequences, completion_flags, attempt_ids, behaviour = [], [], [], []
     for p, problem_id in enumerate(problem_ids):
         for sample in range(group_size):
@@ -72,6 +75,7 @@ def build_batch(records: list[AttemptRecord], num_attempts: int, pad_token_id: i
                 k = r.attempt - 1
                 rewards[p, sample, k] = r.reward
                 attempted[p, sample, k] = True
+                tokens[p, sample, k] = len(r.completion_token_ids)
                 ids += r.context_token_ids + r.completion_token_ids
                 flags += [False] * len(r.context_token_ids) + [True] * len(r.completion_token_ids)
                 which += [0] * len(r.context_token_ids) + [k] * len(r.completion_token_ids)
@@ -101,9 +105,9 @@ def build_batch(records: list[AttemptRecord], num_attempts: int, pad_token_id: i
         behaviour_logprobs=pad(behaviour, 0.0, torch.float32),
         rewards=rewards,
         attempted=attempted,
+        tokens=tokens,
         problem_ids=problem_ids,
     )
-
 
 
 def token_budget_micro_batches(rows: torch.Tensor, lengths: torch.Tensor, budget: int) -> list[torch.Tensor]:

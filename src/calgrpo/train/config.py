@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
+from calgrpo.algorithms.cost_config import AttemptCost
 from calgrpo.algorithms.loss_config import PolicyLossConfig
 from calgrpo.errors import ConfigError, check_ranges
 
@@ -18,6 +19,10 @@ class TrainConfig:
     ``cal_singleton_zero`` or one registered later)."""
     scale_by_std: bool = False
     """Divide each prompt's advantages by the std of its group's outcomes (GRPO's scale)."""
+    cost: AttemptCost = field(default_factory=AttemptCost)
+    """What each attempt costs (``--train.cost.per-attempt``, ``--train.cost.per-token``): non-zero
+    costs make the objective J = V@K - E[cost], so the policy learns to spend attempts and tokens
+    where they pay, and to give up where the task allows it (docs/algorithms.md)."""
     learning_rate: float = 1e-3
     """AdamW learning rate (> 0)."""
     weight_decay: float = 0.0

@@ -41,7 +41,9 @@ class Trainer:
         self.context = context or DistContext(device=next(model.parameters()).device)
         if config.kl_coef > 0 and ref_model is None:
             raise ConfigError("kl_coef > 0 needs a reference model")
-        ADVANTAGE_METHODS.get(config.method)  # fail before any work on an unknown method
+        method = ADVANTAGE_METHODS.get(config.method)  # fail before any work on an unknown method
+        if not config.cost.free and not method.supports_costs:
+            raise ConfigError(f"--train.method {config.method} takes no attempt costs; drop --train.cost.*")
         self.loss_config = PolicyLossConfig(config.clip_low, config.clip_high, config.kl_coef)
         if config.gradient_checkpointing:
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -106,8 +108,13 @@ class Trainer:
         """PPO epochs over ``batch``; returns round metrics. ``generator`` shuffles the minibatches."""
         config = self.config
         started = time.perf_counter()
+        costs = (
+            None
+            if config.cost.free
+            else config.cost.of(batch.attempted, batch.tokens).to(batch.rewards.dtype)
+        )
         advantages = attempt_advantages(
-            batch.rewards, batch.attempted, config.method, scale_by_std=config.scale_by_std
+            batch.rewards, batch.attempted, config.method, costs, scale_by_std=config.scale_by_std
         )
         num_prompts, group = batch.rewards.shape[:2]
         # Trajectory n belongs to prompt n // G; each completion token carries its attempt's weight.
@@ -143,8 +150,12 @@ class Trainer:
                 "train/tokens_per_s": float(batch.loss_mask.sum()) * config.ppo_epochs / max(elapsed, 1e-9),
                 "train/lr": self.scheduler.get_last_lr()[0],
                 "train/step": self.step,
+                "rollout/tokens_mean": float(batch.tokens.sum(-1).mean()),
             }
         )
+        if costs is not None:  # the objective trained: J = V@K - E[cost], on this batch
+            metrics["rollout/cost_mean"] = float(costs.sum(-1).mean())
+            metrics["rollout/objective"] = float(success.mean()) - metrics["rollout/cost_mean"]
         return metrics
 
     def _micro_batches(self, batch: TrajectoryBatch, rows: torch.Tensor) -> list[torch.Tensor | Packed]:
