@@ -85,3 +85,17 @@ def test_pass_at_k_is_the_unbiased_estimator() -> None:
     np.testing.assert_allclose(estimate, 1 - 0.7 ** np.arange(1, 5), atol=0.01)
     with pytest.raises(ValueError, match="needs >= 4 independent samples"):
         pass_at_k_per_problem(correct, 3, 4)
+
+
+def test_spend_by_budget_and_the_cost_aware_score_by_hand() -> None:
+    """One problem, two episodes (K = 3): solved at once with 3 tokens; failed thrice with 2, 2, 4."""
+    import numpy as np
+
+    from calgrpo.evaluation.summary import EpisodeTable, cost_aware_scores, spend_by_budget
+
+    table = EpisodeTable(["a"], first=np.array([[1, 0]]), attempts=np.array([[1, 3]]), tokens=np.array([[3, 8]]),
+                         attempt_tokens=np.array([[[3, 0, 0], [2, 2, 4]]]))  # fmt: skip
+    spend = spend_by_budget(table, 3)
+    assert spend == {"attempts": [1.0, 1.5, 2.0], "tokens": [2.5, 3.5, 5.5]}
+    (score,) = cost_aware_scores({"v@k": {"mean": [0.5, 0.5, 0.5]}, "spend": spend}, (0.1,), 0.01)
+    assert score["j@k"] == pytest.approx([0.375, 0.315, 0.245])

@@ -47,6 +47,32 @@ def write_curves(metrics: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
+def write_pareto(metrics: dict[str, Any], path: Path) -> bool:
+    """V@k against the completion tokens a budget of k attempts spends (the Pareto view of how many
+    attempts to allow); False (no file) when the evaluation has no spend numbers."""
+    if "spend" not in metrics["candidate"]:
+        return False
+    fig, (ax,) = _figure(6.4, 4.2)
+    for side, color in SIDES:
+        numbers = metrics.get(side)
+        if not numbers or "spend" not in numbers:
+            continue
+        tokens, v_at_k = numbers["spend"]["tokens"], numbers["v@k"]["mean"]
+        ax.plot(tokens, v_at_k, marker="o", color=color, label=side)
+        for k, (x, y) in enumerate(zip(tokens, v_at_k, strict=True), start=1):
+            ax.annotate(
+                f"k={k}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=8, color=color
+            )
+    ax.set_xlabel("completion tokens per episode (budget of k attempts)")
+    ax.set_ylabel("V@k")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return True
+
+
 TRAINING_SERIES = (
     ("rollout/v@k", "V@K of the round's rollout", 0),
     ("eval/v@K", "V@K on the evaluation set", 0),

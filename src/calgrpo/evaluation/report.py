@@ -144,7 +144,33 @@ def tables(metrics: dict[str, Any]) -> list[Table]:
         detail_rows.append([*row, Cell(meaning)])
     header = ["", "candidate", *(["baseline"] if metrics.get("baseline") else []), "meaning"]
     out.append(Table("Episodes in detail", header, detail_rows))
+    if "spend" in metrics["candidate"]:
+        out.append(_spend_table(metrics, ks))
     return out
+
+
+def _spend_table(metrics: dict[str, Any], ks: list[str]) -> Table:
+    """What each attempt budget costs, and the cost-aware score J@k at the evaluated cost levels."""
+    rows = []
+    for side in ("candidate", "baseline"):
+        numbers = metrics.get(side) or {}
+        if "spend" not in numbers:
+            continue
+        for key, name, spec in (("attempts", "attempts used", ".3f"), ("tokens", "completion tokens", ".1f")):
+            values = numbers["spend"][key]
+            cells = [Cell(f"{v:{spec}}", f"{side}.spend.{key}.{i}") for i, v in enumerate(values)]
+            rows.append([Cell(f"{side}: {name}"), *cells])
+        for level, score in enumerate(numbers.get("cost_aware", [])):
+            name = f"{side}: J@k, {score['per_attempt']:g} per attempt"
+            if score["per_token"]:
+                name += f" + {score['per_token']:g} per token"
+            rows.append([Cell(name), *[Cell(f"{v:+.3f}", f"{side}.cost_aware.{level}.j@k.{i}")
+                                       for i, v in enumerate(score["j@k"])]])  # fmt: skip
+    note = (
+        "Per episode, cut at k attempts (it stops at its first success), averaged per problem then over "
+        "problems; J@k = V@k - cost x attempts - token cost x tokens: is attempt k worth its price?"
+    )
+    return Table("Spend by attempt budget, and the cost-aware score", ["", *ks], rows, note)
 
 
 def significance(metrics: dict[str, Any]) -> str | None:

@@ -79,6 +79,7 @@ def write_html(
     examples: list[dict[str, Any]] = (),
     history: list[dict[str, Any]] = (),
     training_plot: Path | None = None,
+    pareto: Path | None = None,
 ) -> None:
     candidate = metrics["candidate"]
     parts = [
@@ -99,6 +100,8 @@ def write_html(
         )
         parts.append(f"<p class='verdict {kind}' id='significance'>{html.escape(sentence)}</p>")
     parts.append("<h2>V@k against the attempt budget</h2>" + _image(curves, "V@k curves"))
+    if pareto is not None:
+        parts.append("<h2>V@k against tokens spent</h2>" + _image(pareto, "V@k against tokens"))
     parts += [_table(table) for table in tables(metrics)]
     parts.append(
         "<p class='note'>V@k is the share of episodes solved within k sequential attempts with "

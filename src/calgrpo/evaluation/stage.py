@@ -12,6 +12,7 @@ and the trackers' files (tensorboard/ by default).
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -65,12 +66,22 @@ class EvaluateConfig:
     local or s3://): the report adds training curves and a per-round table."""
     base_model: str | None = None
     """The model training started from (the report's lineage)."""
+    cost_per_attempt: tuple[float, ...] = (0.02, 0.05, 0.1)
+    """Per-attempt cost levels at which the cost-aware score J@k = V@k - cost x attempts@k - token
+    cost x tokens@k is reported (empty: none)."""
+    cost_per_token: float = 0.0
+    """Per-token cost added at every level of --cost-per-attempt."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "report_to", check_report_to(self.report_to))
         independent = self.independent_samples
         enough = independent in (None, 0) or independent >= self.k
         rules = {"resamples": (self.resamples >= 100, ">= 100")}
+        costs = (*self.cost_per_attempt, self.cost_per_token)
+        rules["cost_per_attempt"] = (
+            all(math.isfinite(c) and c >= 0 for c in costs),
+            "finite and >= 0 (both cost flags)",
+        )
         rules["independent_samples"] = (enough, f"0 or >= K ({self.k})")
         check_ranges("evaluate", self, rules)
 
@@ -131,7 +142,7 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     import pandas as pd
 
     from calgrpo.configs import to_json
-    from calgrpo.evaluation.summary import compare, per_problem_rows, summarize
+    from calgrpo.evaluation.summary import compare, cost_aware_scores, per_problem_rows, summarize
     from calgrpo.evaluation.transcripts import TRANSCRIPT_COLUMNS, example_episodes, transcript_rows
     from calgrpo.io import load_problems
     from calgrpo.storage import publish_folder
@@ -168,6 +179,10 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
         pd.DataFrame(rows).to_parquet(out / "per_problem.parquet", index=False)
         frame = pd.DataFrame(transcripts, columns=TRANSCRIPT_COLUMNS)
         frame.to_parquet(out / "transcripts.parquet", index=False)
+        for side in ("candidate", "baseline"):
+            if metrics.get(side) and "spend" in metrics[side]:
+                metrics[side]["cost_aware"] = cost_aware_scores(metrics[side], config.cost_per_attempt,
+                                                                config.cost_per_token)  # fmt: skip
         metrics.update(_identity(config, problems))
         metrics["config"] = to_json(config)  # the resolved config, next to what it produced
         history = _history(config.training_history)
@@ -235,17 +250,18 @@ def _history(uri: str | None) -> list[dict[str, Any]]:
 
 def write_reports(metrics: dict[str, Any], out: Path, examples: list[dict[str, Any]],
                   history: list[dict[str, Any]]) -> None:  # fmt: skip
-    """curves.png, training.png (with a history), report.md, report.html and headline.md."""
-    from calgrpo.evaluation.plots import write_curves, write_training_curves
+    """curves.png, pareto.png, training.png (with a history), report.md, report.html and headline.md."""
+    from calgrpo.evaluation.plots import write_curves, write_pareto, write_training_curves
     from calgrpo.evaluation.report import headline_markdown, training_markdown, write_markdown
     from calgrpo.evaluation.report_html import write_html
 
     write_curves(metrics, out / "curves.png")
+    pareto = out / "pareto.png" if write_pareto(metrics, out / "pareto.png") else None
     training_plot = out / "training.png"
     if not write_training_curves(history, metrics["num_attempts"], training_plot):
         training_plot = None
     else:
         (out / "training.md").write_text(training_markdown(history, metrics["num_attempts"]))
     write_markdown(metrics, out / "report.md", examples, history)
-    write_html(metrics, out / "report.html", out / "curves.png", examples, history, training_plot)
+    write_html(metrics, out / "report.html", out / "curves.png", examples, history, training_plot, pareto)
     (out / "headline.md").write_text(headline_markdown(metrics))

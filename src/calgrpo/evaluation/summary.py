@@ -31,6 +31,8 @@ class EpisodeTable:
     """(P, n) attempts made."""
     tokens: np.ndarray
     """(P, n) completion tokens generated."""
+    attempt_tokens: np.ndarray | None = None
+    """(P, n, K) completion tokens of each attempt (0 where not made)."""
     independent_correct: np.ndarray | None = None
     """(P,) correct answers among ``independent_samples`` independent first attempts per problem."""
     independent_samples: int = 0
@@ -40,15 +42,17 @@ def episode_table(problems: list[Problem], records: list[AttemptRecord], samples
     index = {p.id: i for i, p in enumerate(problems)}
     shape = (len(problems), samples)
     first, attempts, tokens = np.zeros(shape, int), np.zeros(shape, int), np.zeros(shape, int)
+    attempt_tokens = np.zeros((*shape, max((r.attempt for r in records), default=1)), int)
     for r in records:
         i, s = index[r.problem_id], r.sample
         attempts[i, s] = max(attempts[i, s], r.attempt)
         tokens[i, s] += len(r.completion_token_ids)
+        attempt_tokens[i, s, r.attempt - 1] += len(r.completion_token_ids)
         if r.reward > 0 and (first[i, s] == 0 or r.attempt < first[i, s]):
             first[i, s] = r.attempt
     if (attempts == 0).any():
         raise ValueError("some episodes have no attempts: records and problems do not match")
-    return EpisodeTable([p.id for p in problems], first, attempts, tokens)
+    return EpisodeTable([p.id for p in problems], first, attempts, tokens, attempt_tokens)
 
 
 def _curve(per_problem: np.ndarray, seed: int, resamples: int) -> dict[str, list[float]]:
@@ -72,6 +76,8 @@ def summarize(problems: list[Problem], table: EpisodeTable, num_attempts: int, *
         "tokens_per_solved_problem": float(table.tokens.sum() / max(solved.sum(), 1)),
         "slices": {},
     }
+    if table.attempt_tokens is not None:
+        result["spend"] = spend_by_budget(table, num_attempts)
     if table.independent_correct is not None:
         # Feedback or resampling? The same budget of k attempts, sequential with feedback (V@k) or
         # independent (pass@k), on the same problems: their paired difference per k.
@@ -94,6 +100,32 @@ def summarize(problems: list[Problem], table: EpisodeTable, num_attempts: int, *
                 "v@k": _curve(per_problem[rows], seed, resamples),
             }
     return result
+
+
+def spend_by_budget(table: EpisodeTable, num_attempts: int) -> dict[str, list[float]]:
+    """What a budget of k attempts costs, k = 1..K: the mean attempts and completion tokens an episode
+    spends when cut at k (it stops at its first success), averaged per problem, then over problems
+    (as V@k is)."""
+    ks = np.arange(1, num_attempts + 1)
+    attempts = np.minimum(table.attempts[..., None], ks)  # (P, n, K)
+    width = table.attempt_tokens.shape[-1]
+    cumulative = np.cumsum(table.attempt_tokens, axis=-1)
+    tokens = cumulative[..., np.minimum(ks, width) - 1]  # (P, n, K)
+    return {"attempts": attempts.mean(axis=1).mean(axis=0).tolist(),
+            "tokens": tokens.mean(axis=1).mean(axis=0).tolist()}  # fmt: skip
+
+
+def cost_aware_scores(
+    summary: dict[str, Any], per_attempt: tuple[float, ...], per_token: float
+) -> list[dict[str, Any]]:
+    """J@k = V@k - per_attempt * attempts@k - per_token * tokens@k, for each per-attempt cost level."""
+    v_at_k, spend = summary["v@k"]["mean"], summary["spend"]
+    spent = list(zip(v_at_k, spend["attempts"], spend["tokens"], strict=True))
+    scores = []
+    for cost in per_attempt:
+        j_at_k = [v - cost * a - per_token * t for v, a, t in spent]
+        scores.append({"per_attempt": cost, "per_token": per_token, "j@k": j_at_k})
+    return scores
 
 
 def compare(candidate: EpisodeTable, baseline: EpisodeTable, num_attempts: int, *, seed: int = 0,
