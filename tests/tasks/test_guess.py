@@ -97,3 +97,26 @@ def test_natural_wording_for_pretrained_models() -> None:
     assert problem.answer not in get_task("guess").feedback(problem, verdict)
     with pytest.raises(ConfigError, match="wording must be terse or natural"):
         synthetic_task("guess", {"wording": "poetic"})
+
+
+def test_locked_problems_cannot_be_won_and_the_cost_aware_optimum_by_hand() -> None:
+    from calgrpo.tasks import verify_batch
+
+    task = get_task("guess", num_values=8, give_up=True, locked=0.5)
+    problems = task.generate(40, seed=0)
+    locked = [p for p in problems if p.meta.get("locked")]
+    assert 10 < len(locked) < 30 and all(p.prompt.endswith("locked or give up") for p in locked)
+    verdicts = verify_batch({"guess": task}, locked[:1] * 2, [locked[0].answer, "give up"])
+    assert [v.detail for v in verdicts] == ["locked", "gave_up"] and not verdicts[0].correct
+    assert task.feedback(locked[0], verdicts[0]) == "locked"
+    with pytest.raises(ConfigError, match="needs give_up"):
+        get_task("guess", locked=0.5)
+    # N = 2, p = 0.5: guess the hint (0.5 - c), then the other number (0.5 - c x 0.5): 0.85 at c = 0.1;
+    # half the problems locked: give up at once, -c.
+    assert get_task("guess", num_values=2, give_up=True).optimal_objective(2, 0.1) == pytest.approx(0.85)
+    assert get_task("guess", num_values=2, give_up=True).optimal_objective(1, 0.1) == pytest.approx(0.4)
+    half = get_task("guess", num_values=2, give_up=True, locked=0.5)
+    assert half.optimal_objective(2, 0.1) == pytest.approx(0.5 * 0.85 - 0.5 * 0.1)
+    assert half.optimal_objective(2, 0.0) == pytest.approx(half.optimal_v_at_k(2)) == pytest.approx(0.5)
+    # Giving up costs an attempt too, so on a winnable problem the first attempt is a guess of the hint.
+    assert get_task("guess", num_values=8, give_up=True).optimal_objective(1, 0.9) == pytest.approx(0.5 - 0.9)

@@ -27,6 +27,8 @@ NATURAL = {
     "wrong": "Wrong. Guess again.",
     "invalid": "Reply with just one number.",
     "give_up": " If you think you cannot find it, reply give up.",
+    "locked": " This number is locked: no guess can win.",
+    "locked_feedback": "Wrong: this number is locked. Guess again.",
 }
 """The ``natural`` wording's texts (the problem's meta says which wording it was made with)."""
 
@@ -42,6 +44,10 @@ class GuessOptions:
     give_up: bool = False
     """The model may answer ``give up`` (the prompt says so), ending the episode unsolved: what a
     cost-aware run (``--train.cost.*``) teaches it to do on hopeless problems."""
+    locked: float = 0.0
+    """Share of problems whose number is locked (needs give_up): the prompt says so, every guess is
+    wrong (feedback ``locked``), so the best policy gives up on them at once; for the cost-aware
+    benchmark, whose optimum is :meth:`GuessTask.optimal_objective`."""
     wording: str = "terse"
     """``terse`` (``guess 0 to 7 hint 3`` / ``higher``: what a tiny word-level tokenizer learns) or
     ``natural`` (sentences a pretrained chat model understands)."""
@@ -53,6 +59,9 @@ class GuessOptions:
             raise ConfigError(f"guess task: num_values must be >= 2, got {self.num_values}")
         if not 0.0 <= self.hint_prob <= 1.0:
             raise ConfigError(f"guess task: hint_prob must be in [0, 1], got {self.hint_prob}")
+        if not 0.0 <= self.locked < 1.0 or (self.locked > 0 and not self.give_up):
+            message = f"guess task: locked must be in [0, 1) and needs give_up true, got {self.locked}"
+            raise ConfigError(message)
 
 
 @register_task
@@ -87,6 +96,9 @@ class GuessTask(SyntheticTask):
             if self.options.wording == "natural":
                 prompt = NATURAL["prompt"].format(top=self.num_values - 1, hint=hint)
                 meta["wording"] = "natural"
+            if self.options.locked and rng.random() < self.options.locked:
+                prompt += NATURAL["locked"] if self.options.wording == "natural" else " locked"
+                meta["locked"] = True
             if self.options.give_up:
                 prompt += NATURAL["give_up"] if self.options.wording == "natural" else " or give up"
                 meta["give_up"] = True
@@ -98,6 +110,8 @@ class GuessTask(SyntheticTask):
         match = _FIRST_INTEGER.search(completion)
         if match is None:
             return Verdict(False, "invalid")
+        if problem.meta.get("locked") is True:
+            return Verdict(False, "locked")
         guess, z = int(match.group()), int(problem.answer)
         if guess == z:
             return Verdict(True, "correct")
@@ -108,20 +122,22 @@ class GuessTask(SyntheticTask):
 
     def feedback(self, problem: Problem, verdict: Verdict, mode: FeedbackMode = "detailed") -> str:
         if problem.meta.get("wording") == "natural":
-            if verdict.detail == "invalid":
-                return NATURAL["invalid"]
+            if verdict.detail in ("invalid", "locked"):
+                return NATURAL["invalid" if verdict.detail == "invalid" else "locked_feedback"]
             return (
                 NATURAL[verdict.detail]
                 if mode == "detailed" and verdict.detail in NATURAL
                 else NATURAL["wrong"]
             )
+        if verdict.detail == "locked":
+            return "locked"
         if mode == "binary" or verdict.detail not in ("higher", "lower"):
             return "wrong . say one number" if verdict.detail == "invalid" else "wrong"
         return verdict.detail
 
     def sample_texts(self, problems: list[Problem]) -> list[str]:
         texts = [self.format_prompt(p) for p in problems]
-        texts += ["higher", "lower", "wrong", "wrong . say one number", "give up"]
+        texts += ["higher", "lower", "wrong", "wrong . say one number", "give up", "locked"]
         if self.options.wording == "natural":
             texts += [text for key, text in NATURAL.items() if key != "prompt"]
         texts.append(" ".join(str(v) for v in range(self.num_values)))  # every number is one token
@@ -147,4 +163,35 @@ class GuessTask(SyntheticTask):
 
             return captured(0, n - 1, num_attempts)
 
-        return sum(best_for_hint(h) for h in range(n)) / n
+        return (1.0 - self.options.locked) * sum(best_for_hint(h) for h in range(n)) / n  # locked: never
+
+    def optimal_objective(self, num_attempts: int, cost_per_attempt: float) -> float:
+        """The best achievable J = V@K - cost x E[attempts] of any policy that may give up (one attempt,
+        its own cost) or stop guessing only by giving up: dynamic programming over consistent intervals;
+        a locked problem's best is to give up at once (-cost)."""
+        n, p, c = self.num_values, self.hint_prob, cost_per_attempt
+        other = (1.0 - p) / (n - 1)
+
+        def best_for_hint(hint: int) -> float:
+            def mass(low: int, high: int) -> float:
+                if low > high:
+                    return 0.0
+                return (high - low + 1) * other + (p - other) * (low <= hint <= high)
+
+            @cache
+            def value(low: int, high: int, attempts: int) -> float:
+                # Expected (success - cost) over the prior mass of z in [low, high], unnormalised.
+                weight = mass(low, high)
+                if attempts == 0 or weight == 0.0:
+                    return 0.0
+                guesses = (
+                    (p if guess == hint else other) - c * weight
+                    + value(low, guess - 1, attempts - 1) + value(guess + 1, high, attempts - 1)
+                    for guess in range(low, high + 1)
+                )  # fmt: skip
+                return max(-c * weight, *guesses)
+
+            return value(0, n - 1, num_attempts)
+
+        solvable = sum(best_for_hint(h) for h in range(n)) / n
+        return (1.0 - self.options.locked) * solvable - self.options.locked * c
