@@ -1,0 +1,127 @@
+"""Cost-aware training against plain CAL-GRPO on the guess task with locked problems (issue 19).
+
+    python benchmarks/cost_aware_guess.py                # 2 variants x 3 seeds
+    python benchmarks/cost_aware_guess.py --rounds 4 --seeds 1 --eval-problems 16   # a smoke run
+
+A share ``--locked`` of the problems cannot be won (the prompt says "locked", every guess is wrong);
+any problem may be answered "give up", which ends its episode. Each attempt costs ``--cost``. Two
+variants of ``calgrpo learn`` (tiny model, `cal`), the same seeds: with the cost in training
+(``--train.cost.per-attempt``) and without it (plain V@K). Each final model is evaluated on the
+run's fixed evaluation problems (``calgrpo evaluate``): V@K, mean attempts and completion tokens per
+episode, and J = V@K - cost x attempts; beside them the exact optimum of J and V@K (dynamic
+programming, ``GuessTask.optimal_objective``). Prints one JSON object; runs go to worker processes,
+one CPU thread each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+VARIANTS = ("with_cost", "without_cost")
+
+
+def learn_config(args: argparse.Namespace, variant: str, seed: int, output: Path):
+    from calgrpo.algorithms.cost_config import AttemptCost
+    from calgrpo.learn import LearnConfig
+    from calgrpo.models.config import TinyModelConfig
+    from calgrpo.rollout.config import RolloutConfig, SamplingParams
+    from calgrpo.train.config import TrainConfig
+
+    cost = AttemptCost(per_attempt=args.cost if variant == "with_cost" else 0.0)
+    return LearnConfig(
+        output=output, model="tiny:llama", seed=seed, rounds=args.rounds, prompts_per_round=args.prompts,
+        tiny=TinyModelConfig(hidden_size=args.hidden, num_layers=2, num_heads=4,
+                             intermediate_size=2 * args.hidden, seed=seed),
+        task_options={"num_values": args.values, "give_up": True, "locked": args.locked},
+        rollout=RolloutConfig(num_attempts=args.attempts, group_size=args.group_size,
+                              sampling=SamplingParams(max_new_tokens=3)),
+        train=TrainConfig(method="cal", learning_rate=args.lr, minibatches=2, micro_batch_size=512,
+                          cost=cost),
+        eval_problems=args.eval_problems, eval_samples=4, report_to=("none",), show_progress=False,
+    )  # fmt: skip
+
+
+def run_one(args: argparse.Namespace, variant: str, seed: int, root: str) -> dict:
+    import torch
+
+    from calgrpo.evaluation.stage import EvaluateConfig, evaluate
+    from calgrpo.learn import run_learn
+    from calgrpo.rollout.config import RolloutConfig, SamplingParams
+
+    torch.set_num_threads(1)
+    output = Path(root) / f"{variant}_seed{seed}"
+    started = time.perf_counter()
+    summary = run_learn(learn_config(args, variant, seed, output))
+    trained_s = time.perf_counter() - started
+    episodes = RolloutConfig(
+        num_attempts=args.attempts, group_size=4, sampling=SamplingParams(max_new_tokens=3)
+    )
+    metrics = evaluate(EvaluateConfig(
+        problems=str(output / "problems" / "eval.parquet"), model=summary["model"],
+        output=str(output / "eval"), rollout=episodes, independent_samples=0, cost_per_attempt=(args.cost,),
+        report_to=("none",), seed=seed, threads=1,
+    ))["candidate"]  # fmt: skip
+    k = args.attempts - 1
+    v_at_k, attempts, tokens = (
+        metrics["v@k"]["mean"][k],
+        metrics["spend"]["attempts"][k],
+        metrics["spend"]["tokens"][k],
+    )
+    return {"variant": variant, "seed": seed, f"v@{args.attempts}": v_at_k,
+            "v_interval": [metrics["v@k"]["low"][k], metrics["v@k"]["high"][k]],
+            "attempts_mean": attempts, "tokens_mean": tokens, "j": metrics["cost_aware"][0]["j@k"][k],
+            "train_s": round(trained_s, 1)}  # fmt: skip
+
+
+def main() -> None:
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
+    parser.add_argument("--values", type=int, default=8, help="N")
+    parser.add_argument("--attempts", type=int, default=4, help="K")
+    parser.add_argument("--locked", type=float, default=0.25, help="share of problems that cannot be won")
+    parser.add_argument("--cost", type=float, default=0.05, help="cost of an attempt")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--group-size", type=int, default=8)
+    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--eval-problems", type=int, default=256)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    from calgrpo.tasks import get_task
+
+    task = get_task("guess", num_values=args.values, give_up=True, locked=args.locked)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as root, ProcessPoolExecutor(args.workers) as pool:
+        jobs = [
+            pool.submit(run_one, args, variant, seed, root)
+            for variant in VARIANTS
+            for seed in range(args.seeds)
+        ]
+        runs = [job.result() for job in jobs]
+    summary = {}
+    for variant in VARIANTS:
+        mine = [run for run in runs if run["variant"] == variant]
+        keys = (f"v@{args.attempts}", "attempts_mean", "tokens_mean", "j")
+        summary[variant] = {key: round(statistics.fmean(run[key] for run in mine), 4) for key in keys}
+    fewer = 1 - summary["with_cost"]["attempts_mean"] / summary["without_cost"]["attempts_mean"]
+    print(json.dumps({
+        "benchmark": "cost_aware_guess", **vars(args), "runs": runs, "mean": summary,
+        "attempts_saved_share": round(fewer, 4),
+        "optimum": {"j": round(task.optimal_objective(args.attempts, args.cost), 4),
+                    f"v@{args.attempts}": round(task.optimal_v_at_k(args.attempts), 4)},
+        "wall_s": round(time.perf_counter() - started, 1),
+    }, indent=1))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
