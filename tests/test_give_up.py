@@ -109,5 +109,5 @@ def test_learn_trains_with_attempt_costs_and_the_pipeline_config_carries_them(tm
     assert from_json(PipelineConfig, to_json(pipeline)).train.cost == AttemptCost(
         per_attempt=0.1, per_token=0.01
     )
-    with pytest.raises(Exception, match="per-attempt must be a finite number >= 0"):
+    with pytest.raises(Exception, match=r"cost.per_attempt \(--train.cost.per-attempt\) must be a finite"):
         dataclasses.replace(train, cost=AttemptCost(per_attempt=float("inf")))

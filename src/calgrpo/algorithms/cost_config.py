@@ -28,9 +28,8 @@ class AttemptCost:
         for name in ("per_attempt", "per_token"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
-                raise ConfigError(
-                    f"--cost.{name.replace('_', '-')} must be a finite number >= 0, got {value}"
-                )
+                flag = f"--train.cost.{name.replace('_', '-')}"
+                raise ConfigError(f"cost.{name} ({flag}) must be a finite number >= 0, got {value}")
 
     @property
     def free(self) -> bool:
