@@ -63,9 +63,16 @@ class ScriptedEngine(RolloutEngine):
         return ScriptedSession([self.scripts[i % len(self.scripts)] for i in range(len(contexts))])
 
 
-def test_a_trajectory_that_gives_up_stops_there(tiny_policy) -> None:
+def test_a_trajectory_that_gives_up_stops_there(tmp_path) -> None:
+    from calgrpo.models.config import TinyModelConfig
+    from calgrpo.models.loading import load_policy
+    from calgrpo.models.tiny import save_tiny_policy
+
     task = get_task("guess", num_values=8, give_up=True)
     problem = task.generate(1, seed=1)[0]
+    tiny = TinyModelConfig(hidden_size=32, num_layers=1, num_heads=4, intermediate_size=64)
+    save_tiny_policy(tiny, task.sample_texts(task.generate(16, seed=0)), tmp_path / "policy")
+    tiny_policy = load_policy(str(tmp_path / "policy"))  # its vocabulary has "give up"
     wrong = str((int(problem.answer) + 1) % 8)
     encode = tiny_policy.tokenizer.encode
     scripts = [

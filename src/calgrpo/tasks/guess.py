@@ -137,7 +137,9 @@ class GuessTask(SyntheticTask):
 
     def sample_texts(self, problems: list[Problem]) -> list[str]:
         texts = [self.format_prompt(p) for p in problems]
-        texts += ["higher", "lower", "wrong", "wrong . say one number", "give up", "locked"]
+        texts += ["higher", "lower", "wrong", "wrong . say one number"]
+        if self.options.give_up:  # only then: a tiny model's vocabulary, and its numbers, stay as they were
+            texts += ["give up", "locked"]
         if self.options.wording == "natural":
             texts += [text for key, text in NATURAL.items() if key != "prompt"]
         texts.append(" ".join(str(v) for v in range(self.num_values)))  # every number is one token
