@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-GENERIC_FOLDER_NAMES = frozenset({"model", "new_model", "final", "candidate", "baseline", "output"})
+GENERIC_FOLDER_NAMES = frozenset(
+    {"model", "new_model", "final", "candidate", "baseline", "output", "eval.parquet", "problems.parquet"}
+)
 
 
 @dataclass(frozen=True)
@@ -202,14 +204,17 @@ def identity(metrics: dict[str, Any]) -> list[tuple[str, str]]:
         ("candidate", metrics.get("candidate_name") or model_title(metrics["candidate_model"])),
         ("candidate content sha256", metrics.get("candidate_fingerprint") or "(not a folder)"),
     ]
-    if metrics.get("baseline_model"):
-        pairs.append(("baseline", metrics["baseline_model"]))
+    if metrics.get("baseline_model"):  # names, not the paths of the machine that ran it
+        baseline = model_title(metrics["baseline_model"])
+        if metrics.get("baseline_fingerprint"):
+            baseline += f" (content {metrics['baseline_fingerprint'][:12]})"
+        pairs.append(("baseline", baseline))
     if metrics.get("base_model"):
         pairs.append(("trained from", metrics["base_model"]))
     if metrics.get("training_rounds"):
         pairs.append(("training rounds", str(metrics["training_rounds"])))
     pairs += [
-        ("problems", f"{candidate['problems']} from {metrics.get('problems_source', '?')}"),
+        ("problems", f"{candidate['problems']} from {model_title(metrics.get('problems_source') or '?')}"),
         ("problems content sha256", metrics.get("problems_sha256") or "?"),
         (
             "episodes",
@@ -255,6 +260,7 @@ def training_markdown(history: list[dict[str, Any]], num_attempts: int) -> str:
         ("train/tokens_per_s", "tokens/s", ".0f"),
         (f"eval/v@{num_attempts}", f"eval V@{num_attempts}", ".3f"),
     )
+    columns = tuple(c for c in columns if any(isinstance(row.get(c[0]), int | float) for row in history))
     lines = [
         "| round | " + " | ".join(name for _, name, _ in columns) + " |",
         "|" + "---|" * (len(columns) + 1),
