@@ -38,11 +38,16 @@ def write_curves(metrics: dict[str, Any], path: Path) -> None:
             ax.plot(ks, independent, marker="s", linestyle="--", color=color, alpha=0.8,
                     label=f"{side}: pass@k (independent)")  # fmt: skip
     ax.set_xticks(ks)
-    ax.set_xlabel("attempt budget k")
-    ax.set_ylabel("share of episodes solved (95% CI)")
+    _save(fig, ax, path, "attempt budget k", "share of episodes solved (95% CI)", "upper left")
+
+
+def _save(fig, ax, path: Path, xlabel: str, ylabel: str, legend: str) -> None:
+    """Labels, a 0..1 y-axis, a grid and the legend, then the PNG."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc=legend)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
@@ -63,13 +68,7 @@ def write_pareto(metrics: dict[str, Any], path: Path) -> bool:
             ax.annotate(
                 f"k={k}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=8, color=color
             )
-    ax.set_xlabel("completion tokens per episode (budget of k attempts)")
-    ax.set_ylabel("V@k")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, ax, path, "completion tokens per episode (budget of k attempts)", "V@k", "lower right")
     return True
 
 
