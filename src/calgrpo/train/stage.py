@@ -28,8 +28,9 @@ class TrainStageConfig:
 
     Writes OUTPUT/model (loadable by rollout), OUTPUT/trainer_shards (model and optimizer state as a
     torch.distributed.checkpoint, loadable by any world size) and OUTPUT/trainer.pt (scheduler and
-    step) for --resume-from in the next round, state.json (the round's metrics), and a manifest
-    written last. Under ``torchrun --nproc-per-node N -m calgrpo.cli train ...`` the global batch is
+    step) for --resume-from in the next round, state.json (the round's metrics), history.jsonl (every
+    round's metrics so far), the trackers' files (tensorboard/ by default), and a manifest written
+    last. Under ``torchrun --nproc-per-node N -m calgrpo.cli train ...`` the global batch is
     split over the N ranks and the step is the same as one process's.
     """
 
