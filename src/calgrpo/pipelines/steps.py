@@ -146,7 +146,7 @@ def train_round_config(
         model=model, output=Path(output), train=config.train, resume_from=state,
         reference=reference if config.train.kl_coef > 0 else None,
         num_attempts=config.rollout.num_attempts, seed=minibatch_seed(config.seed, round_index),
-        report_to=config.report_to, round=round_index + 1,
+        report_to=config.report_to, round_number=round_index + 1,
     )  # fmt: skip
 
 

@@ -64,7 +64,7 @@ class TrainStageConfig:
     report_to: tuple[str, ...] = DEFAULT_REPORT_TO
     """Trackers of the round's metrics (``tensorboard`` event files in OUTPUT/tensorboard, ``mlflow``,
     ``wandb``, or ``none``; calgrpo.trackers)."""
-    round: int | None = None
+    round_number: int | None = None
     """The training round this is (the trackers' x-axis, as in ``learn``); default: the optimizer
     step after this round."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -186,7 +186,7 @@ def _round_outputs(config: TrainStageConfig, metrics: dict[str, Any], history: l
         from calgrpo.configs import to_json
         from calgrpo.trackers import open_trackers
 
-        step = config.round if config.round is not None else int(metrics["train/step"])
+        step = config.round_number if config.round_number is not None else int(metrics["train/step"])
         row = {"round": step, **metrics}
         (folder / HISTORY).write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in [*history, row]))
         with open_trackers(config.report_to, folder, f"round {step}", to_json(config)) as trackers:
