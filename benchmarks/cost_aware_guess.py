@@ -43,8 +43,9 @@ def learn_config(args: argparse.Namespace, variant: str, seed: int, output: Path
         task_options={"num_values": args.values, "give_up": True, "locked": args.locked},
         rollout=RolloutConfig(num_attempts=args.attempts, group_size=args.group_size,
                               sampling=SamplingParams(max_new_tokens=3)),
-        train=TrainConfig(method="cal", learning_rate=args.lr, minibatches=2, micro_batch_size=512,
-                          cost=cost),
+        train=TrainConfig(method="cal", learning_rate=args.lr, minibatches=args.minibatches,
+                          ppo_epochs=args.epochs, scale_by_std=args.scale_by_std, micro_batch_size=512,
+                          entropy_coef=args.entropy, cost=cost),
         eval_problems=args.eval_problems, eval_samples=4, report_to=("none",), show_progress=False,
     )  # fmt: skip
 
@@ -94,6 +95,11 @@ def main() -> None:
     parser.add_argument("--group-size", type=int, default=8)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--minibatches", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=1, help="PPO epochs over each round's batch")
+    parser.add_argument("--scale-by-std", action="store_true", help="divide advantages by the group's std")
+    parser.add_argument("--entropy", type=float, default=0.0, help="entropy bonus coefficient")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--eval-problems", type=int, default=256)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
@@ -104,19 +110,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as root, ProcessPoolExecutor(args.workers) as pool:
         jobs = [
             pool.submit(run_one, args, variant, seed, root)
-            for variant in VARIANTS
+            for variant in args.variants
             for seed in range(args.seeds)
         ]
         runs = [job.result() for job in jobs]
     summary = {}
-    for variant in VARIANTS:
+    for variant in args.variants:
         mine = [run for run in runs if run["variant"] == variant]
         keys = (f"v@{args.attempts}", "attempts_mean", "tokens_mean", "j")
         summary[variant] = {key: round(statistics.fmean(run[key] for run in mine), 4) for key in keys}
-    fewer = 1 - summary["with_cost"]["attempts_mean"] / summary["without_cost"]["attempts_mean"]
+    fewer = None
+    if all(variant in summary for variant in VARIANTS):
+        fewer = 1 - summary["with_cost"]["attempts_mean"] / summary["without_cost"]["attempts_mean"]
     print(json.dumps({
         "benchmark": "cost_aware_guess", **vars(args), "runs": runs, "mean": summary,
-        "attempts_saved_share": round(fewer, 4),
+        "attempts_saved_share": None if fewer is None else round(fewer, 4),
         "optimum": {"j": round(task.optimal_objective(args.attempts, args.cost), 4),
                     f"v@{args.attempts}": round(task.optimal_v_at_k(args.attempts), 4)},
         "wall_s": round(time.perf_counter() - started, 1),

@@ -20,18 +20,18 @@ from calgrpo.tasks.base import is_give_up
 def test_the_give_up_answer_is_the_whole_answer_and_only_where_allowed() -> None:
     allowing, plain = get_task("guess", num_values=8, give_up=True), get_task("guess", num_values=8)
     problem = allowing.generate(1, seed=0)[0]
-    assert problem.prompt.endswith(" or give up") and problem.meta["give_up"] is True
-    for text in ("give up", "  Give up.", "GIVE UP!"):
+    assert problem.prompt.endswith(" or pass") and problem.meta["give_up"] is True
+    for text in ("pass", "  Pass.", "PASS!"):
         (verdict,) = verify_batch({"guess": allowing}, [problem], [text])
         assert verdict.gave_up and not verdict.correct and verdict.detail == "gave_up"
-    (verdict,) = verify_batch({"guess": allowing}, [problem], [f"give up, it is {problem.answer}"])
+    (verdict,) = verify_batch({"guess": allowing}, [problem], [f"pass, it is {problem.answer}"])
     assert verdict.correct and not verdict.gave_up  # an answer that also mentions giving up is judged as one
     assert not is_give_up("give up " * 20, "give up")
     refused = plain.generate(1, seed=0)[0]
-    (verdict,) = verify_batch({"guess": plain}, [refused], ["give up"])
+    (verdict,) = verify_batch({"guess": plain}, [refused], ["pass"])
     assert not verdict.gave_up and verdict.detail == "invalid"
     natural = get_task("guess", num_values=8, give_up=True, wording="natural").generate(1, seed=0)[0]
-    assert "reply give up" in natural.prompt
+    assert "reply give up" in natural.prompt and allowing.give_up_answer(natural) == "give up"
 
 
 class ScriptedSession(GenerationSession):
@@ -72,11 +72,12 @@ def test_a_trajectory_that_gives_up_stops_there(tmp_path) -> None:
     problem = task.generate(1, seed=1)[0]
     tiny = TinyModelConfig(hidden_size=32, num_layers=1, num_heads=4, intermediate_size=64)
     save_tiny_policy(tiny, task.sample_texts(task.generate(16, seed=0)), tmp_path / "policy")
-    tiny_policy = load_policy(str(tmp_path / "policy"))  # its vocabulary has "give up"
+    tiny_policy = load_policy(str(tmp_path / "policy"))  # its vocabulary has "pass", one token
     wrong = str((int(problem.answer) + 1) % 8)
     encode = tiny_policy.tokenizer.encode
+    assert len(encode("pass")) == 1
     scripts = [
-        [encode(wrong), encode("give up"), encode(wrong)],
+        [encode(wrong), encode("pass"), encode(wrong)],
         [encode(wrong), encode(wrong), encode(wrong)],
     ]
     records = rollout([problem], ScriptedEngine(scripts), ChatLayout(tiny_policy.tokenizer),

@@ -105,8 +105,8 @@ def test_locked_problems_cannot_be_won_and_the_cost_aware_optimum_by_hand() -> N
     task = get_task("guess", num_values=8, give_up=True, locked=0.5)
     problems = task.generate(40, seed=0)
     locked = [p for p in problems if p.meta.get("locked")]
-    assert 10 < len(locked) < 30 and all(p.prompt.endswith("locked or give up") for p in locked)
-    verdicts = verify_batch({"guess": task}, locked[:1] * 2, [locked[0].answer, "give up"])
+    assert 10 < len(locked) < 30 and all(p.prompt.endswith("locked or pass") for p in locked)
+    verdicts = verify_batch({"guess": task}, locked[:1] * 2, [locked[0].answer, "pass"])
     assert [v.detail for v in verdicts] == ["locked", "gave_up"] and not verdicts[0].correct
     assert task.feedback(locked[0], verdicts[0]) == "locked"
     with pytest.raises(ConfigError, match="needs give_up"):

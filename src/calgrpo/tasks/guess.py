@@ -31,6 +31,10 @@ NATURAL = {
     "locked_feedback": "Wrong: this number is locked. Guess again.",
 }
 """The ``natural`` wording's texts (the problem's meta says which wording it was made with)."""
+TERSE_GIVE_UP = "pass"
+"""The terse wording's give-up answer: one word, so one token of a word-level tokenizer like every
+number. A two-token answer ("give up") is almost never sampled by an untrained tiny model (about
+1 in V^2), and once the numbers are learnt even less, so the cost-aware signal would never find it."""
 
 
 @dataclass(frozen=True)
@@ -42,8 +46,9 @@ class GuessOptions:
     hint_prob: float = 0.5
     """Probability that the hint is the hidden number."""
     give_up: bool = False
-    """The model may answer ``give up`` (the prompt says so), ending the episode unsolved: what a
-    cost-aware run (``--train.cost.*``) teaches it to do on hopeless problems."""
+    """The model may give up (the prompt says so: answer ``pass`` in the terse wording, ``give up``
+    in the natural one), ending the episode unsolved: what a cost-aware run (``--train.cost.*``)
+    teaches it to do on hopeless problems."""
     locked: float = 0.0
     """Share of problems whose number is locked (needs give_up): the prompt says so, every guess is
     wrong (feedback ``locked``), so the best policy gives up on them at once; for the cost-aware
@@ -100,7 +105,7 @@ class GuessTask(SyntheticTask):
                 prompt += NATURAL["locked"] if self.options.wording == "natural" else " locked"
                 meta["locked"] = True
             if self.options.give_up:
-                prompt += NATURAL["give_up"] if self.options.wording == "natural" else " or give up"
+                prompt += NATURAL["give_up"] if self.options.wording == "natural" else f" or {TERSE_GIVE_UP}"
                 meta["give_up"] = True
             problems.append(Problem(id=f"{id_prefix}-{i:06d}", task=self.name, prompt=prompt, answer=str(z),
                                     meta=meta))  # fmt: skip
@@ -118,7 +123,9 @@ class GuessTask(SyntheticTask):
         return Verdict(False, "higher" if z > guess else "lower")
 
     def give_up_answer(self, problem: Problem) -> str | None:
-        return "give up" if problem.meta.get("give_up") is True else None
+        if problem.meta.get("give_up") is not True:
+            return None
+        return "give up" if problem.meta.get("wording") == "natural" else TERSE_GIVE_UP
 
     def feedback(self, problem: Problem, verdict: Verdict, mode: FeedbackMode = "detailed") -> str:
         if problem.meta.get("wording") == "natural":
@@ -139,7 +146,7 @@ class GuessTask(SyntheticTask):
         texts = [self.format_prompt(p) for p in problems]
         texts += ["higher", "lower", "wrong", "wrong . say one number"]
         if self.options.give_up:  # only then: a tiny model's vocabulary, and its numbers, stay as they were
-            texts += ["give up", "locked"]
+            texts += [TERSE_GIVE_UP, "locked"]
         if self.options.wording == "natural":
             texts += [text for key, text in NATURAL.items() if key != "prompt"]
         texts.append(" ".join(str(v) for v in range(self.num_values)))  # every number is one token
