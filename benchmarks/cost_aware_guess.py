@@ -1,16 +1,23 @@
 """Cost-aware training against plain CAL-GRPO on the guess task with locked problems (issue 19).
 
     python benchmarks/cost_aware_guess.py                # 2 variants x 3 seeds
-    python benchmarks/cost_aware_guess.py --rounds 4 --seeds 1 --eval-problems 16   # a smoke run
+    python benchmarks/cost_aware_guess.py --warm-rounds 4 --rounds 4 --seeds 1 --eval-problems 16  # smoke
 
 A share ``--locked`` of the problems cannot be won (the prompt says "locked", every guess is wrong);
-any problem may be answered "give up", which ends its episode. Each attempt costs ``--cost``. Two
-variants of ``calgrpo learn`` (tiny model, `cal`), the same seeds: with the cost in training
-(``--train.cost.per-attempt``) and without it (plain V@K). Each final model is evaluated on the
-run's fixed evaluation problems (``calgrpo evaluate``): V@K, mean attempts and completion tokens per
-episode, and J = V@K - cost x attempts; beside them the exact optimum of J and V@K (dynamic
-programming, ``GuessTask.optimal_objective``). Prints one JSON object; runs go to worker processes,
-one CPU thread each.
+any problem may be answered ``pass`` (one token), which ends its episode. Each attempt costs
+``--cost``. Per seed, a warm-up of ``--warm-rounds`` of plain V@K training (``calgrpo learn``, tiny
+model, ``cal``) gives the model both variants start from; then ``--rounds`` more of each variant,
+the same seeds: with the cost in training (``--train.cost.per-attempt``) and without it (plain V@K),
+both with a KL penalty to the warm-up's model. Each final model is evaluated on the run's fixed
+evaluation problems (``calgrpo evaluate``): V@K, mean attempts and completion tokens per episode,
+and J = V@K - cost x attempts; beside them the exact optimum of J and V@K (dynamic programming,
+``GuessTask.optimal_objective``). Prints one JSON object; runs go to worker processes, one CPU
+thread each.
+
+Why a warm-up: from a fresh model, guessing is worth little (V@K near 0.1), so a cost makes ``pass``
+the better answer on every problem, and once every episode of a group passes at once the group
+carries no signal: the policy is absorbed there (measured: all problems given up within 20 rounds).
+Costs teach a policy that can already search when to stop searching.
 """
 
 from __future__ import annotations
@@ -26,9 +33,18 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 VARIANTS = ("with_cost", "without_cost")
+WARM_SEED_OFFSET = 1000
 
 
-def learn_config(args: argparse.Namespace, variant: str, seed: int, output: Path):
+def learn_config(
+    args: argparse.Namespace,
+    variant: str,
+    seed: int,
+    output: Path,
+    model: str = "tiny:llama",
+    warm_up: bool = False,
+):
+    """The run of one variant from ``model``, or (``warm_up``) the plain V@K warm-up from scratch."""
     from calgrpo.algorithms.cost_config import AttemptCost
     from calgrpo.learn import LearnConfig
     from calgrpo.models.config import TinyModelConfig
@@ -37,20 +53,35 @@ def learn_config(args: argparse.Namespace, variant: str, seed: int, output: Path
 
     cost = AttemptCost(per_attempt=args.cost if variant == "with_cost" else 0.0)
     return LearnConfig(
-        output=output, model="tiny:llama", seed=seed, rounds=args.rounds, prompts_per_round=args.prompts,
+        output=output, model=model, seed=seed, rounds=args.warm_rounds if warm_up else args.rounds,
+        prompts_per_round=args.prompts,
         tiny=TinyModelConfig(hidden_size=args.hidden, num_layers=2, num_heads=4,
                              intermediate_size=2 * args.hidden, seed=seed),
         task_options={"num_values": args.values, "give_up": True, "locked": args.locked},
         rollout=RolloutConfig(num_attempts=args.attempts, group_size=args.group_size,
-                              sampling=SamplingParams(max_new_tokens=3)),
-        train=TrainConfig(method="cal", learning_rate=args.lr, minibatches=args.minibatches,
-                          ppo_epochs=args.epochs, scale_by_std=args.scale_by_std, micro_batch_size=512,
-                          entropy_coef=args.entropy, cost=cost),
+                              sampling=SamplingParams(max_new_tokens=args.max_new_tokens)),
+        train=TrainConfig(method="cal", learning_rate=args.warm_lr if warm_up else args.lr,
+                          minibatches=args.minibatches, ppo_epochs=args.epochs, scale_by_std=not args.no_std,
+                          micro_batch_size=512, entropy_coef=0.0 if warm_up else args.entropy,
+                          kl_coef=0.0 if warm_up else args.kl, cost=cost),
         eval_problems=args.eval_problems, eval_samples=4, report_to=("none",), show_progress=False,
     )  # fmt: skip
 
 
-def run_one(args: argparse.Namespace, variant: str, seed: int, root: str) -> dict:
+def warm_up(args: argparse.Namespace, seed: int, root: str) -> str:
+    """The model both variants start from: ``--warm-rounds`` of plain V@K training (none: a fresh one)."""
+    if args.warm_rounds == 0:
+        return "tiny:llama"
+    import torch
+
+    from calgrpo.learn import run_learn
+
+    torch.set_num_threads(1)
+    output = Path(root) / f"warm_seed{seed}"
+    return run_learn(learn_config(args, "without_cost", seed, output, warm_up=True))["model"]
+
+
+def run_one(args: argparse.Namespace, variant: str, seed: int, root: str, model: str) -> dict:
     import torch
 
     from calgrpo.evaluation.stage import EvaluateConfig, evaluate
@@ -60,10 +91,12 @@ def run_one(args: argparse.Namespace, variant: str, seed: int, root: str) -> dic
     torch.set_num_threads(1)
     output = Path(root) / f"{variant}_seed{seed}"
     started = time.perf_counter()
-    summary = run_learn(learn_config(args, variant, seed, output))
+    # After a warm-up, other round problems than the warm-up's (its seed drew those).
+    phase_seed = seed + WARM_SEED_OFFSET if args.warm_rounds else seed
+    summary = run_learn(learn_config(args, variant, phase_seed, output, model=model))
     trained_s = time.perf_counter() - started
     episodes = RolloutConfig(
-        num_attempts=args.attempts, group_size=4, sampling=SamplingParams(max_new_tokens=3)
+        num_attempts=args.attempts, group_size=4, sampling=SamplingParams(max_new_tokens=args.max_new_tokens)
     )
     metrics = evaluate(EvaluateConfig(
         problems=str(output / "problems" / "eval.parquet"), model=summary["model"],
@@ -87,20 +120,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("--values", type=int, default=8, help="N")
     parser.add_argument("--attempts", type=int, default=4, help="K")
-    parser.add_argument("--locked", type=float, default=0.25, help="share of problems that cannot be won")
+    parser.add_argument("--locked", type=float, default=0.5, help="share of problems that cannot be won")
     parser.add_argument("--cost", type=float, default=0.05, help="cost of an attempt")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=300)
-    parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument(
+        "--warm-rounds",
+        type=int,
+        default=150,
+        help="rounds of plain V@K training both variants start from (0: a fresh model)",
+    )
+    parser.add_argument("--rounds", type=int, default=300, help="rounds of each variant after the warm-up")
+    parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--group-size", type=int, default=8)
     parser.add_argument("--hidden", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--warm-lr", type=float, default=3e-3, help="learning rate of the warm-up")
+    parser.add_argument("--lr", type=float, default=1e-3, help="learning rate after the warm-up")
     parser.add_argument("--minibatches", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=1, help="PPO epochs over each round's batch")
-    parser.add_argument("--scale-by-std", action="store_true", help="divide advantages by the group's std")
-    parser.add_argument("--entropy", type=float, default=0.0, help="entropy bonus coefficient")
+    parser.add_argument("--epochs", type=int, default=2, help="PPO epochs over each round's batch")
+    parser.add_argument("--no-std", action="store_true", help="do not divide advantages by the group's std")
+    parser.add_argument("--entropy", type=float, default=0.02, help="entropy bonus after the warm-up")
+    parser.add_argument("--kl", type=float, default=0.1, help="KL penalty to the warm-up's model, after it")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--eval-problems", type=int, default=256)
+    parser.add_argument("--max-new-tokens", type=int, default=1, help="1: one token, a number or pass")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     from calgrpo.tasks import get_task
@@ -108,8 +150,10 @@ def main() -> None:
     task = get_task("guess", num_values=args.values, give_up=True, locked=args.locked)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as root, ProcessPoolExecutor(args.workers) as pool:
+        warm = [pool.submit(warm_up, args, seed, root) for seed in range(args.seeds)]
+        models = [job.result() for job in warm]
         jobs = [
-            pool.submit(run_one, args, variant, seed, root)
+            pool.submit(run_one, args, variant, seed, root, models[seed])
             for variant in args.variants
             for seed in range(args.seeds)
         ]
