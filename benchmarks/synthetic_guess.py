@@ -61,6 +61,7 @@ def learn_config(args: argparse.Namespace, method: str, seed: int):
             micro_batch_size=512,
             warmup_steps=args.warmup,
             entropy_coef=args.entropy_coef,
+            scale_by_std=args.scale_by_std,
             clip_high=args.clip_high,
         ),
         eval_every=max(1, args.rounds // args.eval_points),
@@ -168,13 +169,8 @@ def plot(results: list[dict], path: Path, num_values: int, attempts: int) -> Non
     fig.savefig(path, dpi=120)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="1 seed and a quarter of the rounds")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The settings of one ``learn`` run (:func:`learn_config`), shared with method_comparison.py."""
     parser.add_argument("--rounds", type=int, default=400)
     parser.add_argument("--prompts", type=int, default=32, help="problems per round")
     parser.add_argument("--group-size", type=int, default=8)
@@ -193,8 +189,19 @@ def main() -> None:
     parser.add_argument("--eval-points", type=int, default=10)
     parser.add_argument("--eval-problems", type=int, default=256)
     parser.add_argument("--eval-samples", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--scale-by-std", action="store_true", help="divide advantages by the group's std")
     parser.add_argument("--output", type=Path, default=Path("runs/synthetic_guess"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="1 seed and a quarter of the rounds")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    add_run_arguments(parser)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--replot", type=Path, default=None, help="only redraw the PNG of this report.json")
     parser.add_argument(
         "--kv-only",
