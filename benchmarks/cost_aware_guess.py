@@ -112,7 +112,21 @@ def run_one(args: argparse.Namespace, variant: str, seed: int, root: str, model:
     return {"variant": variant, "seed": seed, f"v@{args.attempts}": v_at_k,
             "v_interval": [metrics["v@k"]["low"][k], metrics["v@k"]["high"][k]],
             "attempts_mean": attempts, "tokens_mean": tokens, "j": metrics["cost_aware"][0]["j@k"][k],
-            "train_s": round(trained_s, 1)}  # fmt: skip
+            "train_s": round(trained_s, 1),
+            "optimum_here": evaluation_optimum(args, output / "problems" / "eval.parquet")}  # fmt: skip
+
+
+def evaluation_optimum(args: argparse.Namespace, problems: Path) -> dict:
+    """The optimum of J and V@K on these evaluation problems: their own share of locked ones (drawn,
+    so not exactly ``--locked``) in the dynamic programme."""
+    from calgrpo.io import read_problems
+    from calgrpo.tasks import get_task
+
+    drawn = read_problems(problems)
+    share = sum(p.meta.get("locked") is True for p in drawn) / len(drawn)
+    task = get_task("guess", num_values=args.values, give_up=True, locked=share)
+    return {"locked_share": round(share, 4), "j": round(task.optimal_objective(args.attempts, args.cost), 4),
+            f"v@{args.attempts}": round(task.optimal_v_at_k(args.attempts), 4)}  # fmt: skip
 
 
 def main() -> None:
@@ -163,6 +177,9 @@ def main() -> None:
         mine = [run for run in runs if run["variant"] == variant]
         keys = (f"v@{args.attempts}", "attempts_mean", "tokens_mean", "j")
         summary[variant] = {key: round(statistics.fmean(run[key] for run in mine), 4) for key in keys}
+        summary[variant]["optimum_here_j"] = round(
+            statistics.fmean(run["optimum_here"]["j"] for run in mine), 4
+        )
     fewer = None
     if all(variant in summary for variant in VARIANTS):
         fewer = 1 - summary["with_cost"]["attempts_mean"] / summary["without_cost"]["attempts_mean"]
