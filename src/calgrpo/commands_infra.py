@@ -137,6 +137,8 @@ def describe_run(result: dict[str, Any]) -> list[str]:
     if "baseline_v@k" in result:
         lines.append(f"  baseline: {row(result['baseline_v@k'])}")
     lines.append(f"  model:    {row(result['v@k'])}")
+    if result.get("optimum_v@k"):
+        lines.append(f"  optimum:  {row(result['optimum_v@k'])}  (the best any policy can do)")
     difference = next((v for k, v in result.items() if k.startswith("difference_")), None)
     if difference:
         name = next(k for k in result if k.startswith("difference_")).removeprefix("difference_")

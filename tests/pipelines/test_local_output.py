@@ -62,3 +62,20 @@ def test_a_rounds_line_carries_the_numbers_its_train_task_printed():
     shown = terminal.getvalue().splitlines()
     assert numbers in shown[0] and shown[0].endswith("success")
     assert "round 2/2 (rollout, verify, train)" in shown[1]
+
+
+def test_the_summary_shows_the_best_possible_v_at_k_beside_the_model():
+    """For a synthetic task that can compute it, the optimum is printed under the model's V@k: with 4
+    values and a hint right half the time, V@1 = 0.5 (the hint) and V@3 = 1 (hint, then search)."""
+    from calgrpo.commands_infra import describe_run
+    from calgrpo.pipelines.config import PipelineConfig
+    from calgrpo.pipelines.local import best_possible_v_at_k
+
+    best = best_possible_v_at_k(PipelineConfig(task="guess", task_options={"num_values": 4}), 3)
+    assert best is not None and best[0] == 0.5 and best[2] == 1.0 and best[0] < best[1] < best[2]
+    assert best_possible_v_at_k(PipelineConfig(task="guess", dataset="problems.jsonl"), 3) is None
+    result = {"pipeline": "train", "elapsed_s": 1.0, "v@k": [0.1, 0.2, 0.3], "optimum_v@k": best,
+              "report": "report.html"}  # fmt: skip
+    lines = describe_run(result)
+    assert any(line.strip().startswith("optimum:") and "V@3=1.000" in line for line in lines)
+    assert not any("optimum" in line for line in describe_run({**result, "optimum_v@k": None}))

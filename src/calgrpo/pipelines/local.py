@@ -114,6 +114,15 @@ def summarise_evaluation(folder: str | Path) -> dict[str, Any]:
     return summary
 
 
+def best_possible_v_at_k(config: PipelineConfig, num_attempts: int) -> list[float] | None:
+    """V@1..V@K of the best policy, for a synthetic task that can compute it (None otherwise): how far
+    the trained model got."""
+    if config.dataset is not None:
+        return None
+    best = getattr(config.synthetic_task(), "optimal_v_at_k", None)
+    return None if best is None else [round(best(k), 4) for k in range(1, num_attempts + 1)]
+
+
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _TASK_EVENT = re.compile(r"Task '([^']+)' finished with status (\w+)")
 _ROUND_TASK = re.compile(r"(rollout|merge-attempts|verify|train|train-on-trainjob)(?:-(\d+))?")
@@ -207,10 +216,12 @@ def run_local(config: RunLocalConfig) -> dict[str, Any]:
                 reason = _ANSI.sub("", str(failure)).rstrip(". ")
                 raise CalgrpoError(f"{reason}; the failing task's output is in {log_path}") from None
         current = current_version(registry, config.model_name) if registry else None
+    evaluation = summarise_evaluation(results.path)
     return {
         "pipeline": config.pipeline,
         "elapsed_s": round(time.perf_counter() - started, 2),
-        **summarise_evaluation(results.path),
+        **evaluation,
+        "optimum_v@k": best_possible_v_at_k(config, len(evaluation["v@k"])),
         "artifacts": str(config.root / "artifacts"),
         "log": str(log_path),
         "registry": registry or None,
