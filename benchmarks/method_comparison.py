@@ -152,7 +152,14 @@ def main() -> None:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     add_run_arguments(parser)
-    parser.set_defaults(num_values=8, attempts=3, rounds=200, output=Path("runs/method_comparison"))
+    parser.set_defaults(
+        num_values=16,
+        attempts=4,
+        rounds=300,
+        eval_points=6,
+        eval_problems=128,
+        output=Path("runs/method_comparison"),
+    )  # the published run (docs/benchmarks.md)
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--variance-groups", type=int, nargs="+", default=[4, 8, 16])

@@ -79,6 +79,16 @@ def test_guess_optimum_matches_the_design_numbers() -> None:
     # With a useless hint the best is plain binary search: 2^5 - 1 = 31 of 32 values.
     assert get_task("guess", num_values=32, hint_prob=1 / 32).optimal_v_at_k(5) == pytest.approx(31 / 32)
     assert get_task("guess", num_values=4).optimal_v_at_k(1) == pytest.approx(0.5)
+    # One programme gives every k: with a useless hint, plain binary search finds 2^k - 1 of 32 values.
+    curve = get_task("guess", num_values=32, hint_prob=1 / 32).optimal_curve(5)
+    assert curve == pytest.approx([(2**k - 1) / 32 for k in range(1, 6)])
+    # What a run prints is skipped where the programme would take minutes (N = 1000: never ends).
+    assert get_task("guess", num_values=1000).best_v_at_k(5) is None
+    # N = 8: the hint; then one value on whichever side the feedback names (a value per side, two in
+    # all, 0.5 / 7 each); the hint and three halvings cover all 8.
+    best = get_task("guess", num_values=8).best_v_at_k(4)
+    assert best[0] == pytest.approx(0.5) and best[1] == pytest.approx(0.5 + 2 * 0.5 / 7)
+    assert best[3] == pytest.approx(1.0)
 
 
 def test_natural_wording_for_pretrained_models() -> None:

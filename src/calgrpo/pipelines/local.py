@@ -115,12 +115,13 @@ def summarise_evaluation(folder: str | Path) -> dict[str, Any]:
 
 
 def best_possible_v_at_k(config: PipelineConfig, num_attempts: int) -> list[float] | None:
-    """V@1..V@K of the best policy, for a synthetic task that can compute it (None otherwise): how far
-    the trained model got."""
+    """V@1..V@K of the best policy, for a synthetic task that can compute it quickly (None otherwise):
+    how far the trained model got."""
     if config.dataset is not None:
         return None
-    best = getattr(config.synthetic_task(), "optimal_v_at_k", None)
-    return None if best is None else [round(best(k), 4) for k in range(1, num_attempts + 1)]
+    best = getattr(config.synthetic_task(), "best_v_at_k", None)
+    curve = None if best is None else best(num_attempts)
+    return None if curve is None else [round(v, 4) for v in curve]
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
