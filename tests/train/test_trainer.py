@@ -92,6 +92,19 @@ def test_trainer_state_roundtrip(tiny_policy) -> None:
     assert other.scheduler.get_last_lr() == trainer.scheduler.get_last_lr()
 
 
+def test_trainer_follows_the_decay_and_resumes_on_it(tiny_policy) -> None:
+    batch = build_batch(_records(tiny_policy), 4, tiny_policy.tokenizer.pad_token_id)
+    config = TrainConfig(learning_rate=1e-3, minibatches=2, lr_schedule="linear", lr_decay_steps=4,
+                         lr_final_ratio=0.25)  # fmt: skip
+    trainer = Trainer(tiny_policy.model, config)
+    rates = [trainer.train_on(batch, torch.Generator().manual_seed(0))["train/lr"] for _ in range(2)]
+    resumed = Trainer(tiny_policy.model, config)
+    resumed.load_state_dict(trainer.state_dict())
+    rates += [resumed.train_on(batch, torch.Generator().manual_seed(0))["train/lr"] for _ in range(2)]
+    # Steps 0..7, two a round; train/lr is the rate after the round's last step: at steps 2, 4, 6, 8.
+    assert rates == pytest.approx([1e-3 * (1 - 0.75 * t) for t in (0.5, 1.0, 1.0, 1.0)])
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
@@ -99,6 +112,9 @@ def test_trainer_state_roundtrip(tiny_policy) -> None:
         ({"ppo_epochs": 0}, "ppo_epochs"),
         ({"clip_low": 1.5}, "clip_low"),
         ({"temperature": 0.0}, "temperature"),
+        ({"lr_schedule": "step"}, "lr_schedule"),
+        ({"lr_schedule": "linear"}, "lr_decay_steps"),
+        ({"lr_final_ratio": 1.5}, "lr_final_ratio"),
     ],
 )
 def test_train_config_validates(kwargs, field) -> None:

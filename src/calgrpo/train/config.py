@@ -8,6 +8,7 @@ from typing import Literal
 from calgrpo.algorithms.cost_config import AttemptCost
 from calgrpo.algorithms.loss_config import PolicyLossConfig
 from calgrpo.errors import ConfigError, check_ranges
+from calgrpo.train.schedule import SCHEDULES
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,13 @@ class TrainConfig:
     """AdamW weight decay (>= 0)."""
     warmup_steps: int = 0
     """Optimizer steps of linear learning-rate warm-up (>= 0)."""
+    lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
+    """After the warm-up: ``constant``, or a ``linear`` / ``cosine`` decay to ``lr_final_ratio`` x the
+    rate over ``lr_decay_steps`` optimizer steps (a run takes rounds x ppo_epochs x minibatches)."""
+    lr_decay_steps: int = 0
+    """Optimizer steps of the decay (>= 1 with a decaying schedule); the rate stays at its floor after."""
+    lr_final_ratio: float = 0.0
+    """The decay's floor as a share of ``learning_rate`` (in [0, 1])."""
     max_grad_norm: float = 1.0
     """Gradient clipping threshold on the global norm (> 0)."""
     ppo_epochs: int = 1
@@ -83,6 +91,9 @@ class TrainConfig:
                 "learning_rate": (self.learning_rate > 0, "> 0"),
                 "weight_decay": (self.weight_decay >= 0, ">= 0"),
                 "warmup_steps": (self.warmup_steps >= 0, ">= 0"),
+                "lr_schedule": (self.lr_schedule in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
+                "lr_decay_steps": (self.lr_decay_steps >= (self.lr_schedule != "constant"), ">= 1 to decay"),
+                "lr_final_ratio": (0.0 <= self.lr_final_ratio <= 1.0, "in [0, 1]"),
                 "max_grad_norm": (self.max_grad_norm > 0, "> 0"),
                 "ppo_epochs": (self.ppo_epochs >= 1, ">= 1"),
                 "minibatches": (self.minibatches >= 1, ">= 1"),

@@ -23,6 +23,7 @@ from calgrpo.train.batch import TrajectoryBatch, token_budget_micro_batches
 from calgrpo.train.config import TrainConfig
 from calgrpo.train.distributed import DistContext, all_reduce_sum, decoder_layers, wrap_for_training
 from calgrpo.train.packing import Packed, plan_packing
+from calgrpo.train.schedule import learning_rate_factor
 from calgrpo.train.scoring import PolicyScorer
 
 
@@ -65,9 +66,11 @@ class Trainer:
             lr=config.learning_rate,
             weight_decay=config.weight_decay,
         )
-        warmup = config.warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: min(1.0, (step + 1) / (warmup + 1))
+            self.optimizer,
+            lambda step: learning_rate_factor(
+                step, config.warmup_steps, config.lr_schedule, config.lr_decay_steps, config.lr_final_ratio
+            ),
         )
         self.step = 0
 
