@@ -6,11 +6,9 @@
 A share ``--locked`` of the problems cannot be won (the prompt says "locked", every guess is wrong);
 any problem may be answered ``pass`` (one token), which ends its episode. Each attempt costs
 ``--cost``. Per seed, a warm-up of ``--warm-rounds`` of plain V@K training (``calgrpo learn``, tiny
-model, ``cal``, its learning rate decaying linearly to a tenth: without the decay a warm-up this long
-can fall from a near-optimal search when the policy is almost deterministic) gives the model both
-variants start from; then ``--rounds`` more of each variant, the same seeds: with the cost in
-training (``--train.cost.per-attempt``) and without it (plain V@K), both with a KL penalty to the
-warm-up's model. Each final model is evaluated on the run's fixed
+model, ``cal``) gives the model both variants start from; then ``--rounds`` more of each variant,
+the same seeds: with the cost in training (``--train.cost.per-attempt``) and without it (plain V@K),
+both with a KL penalty to the warm-up's model. Each final model is evaluated on the run's fixed
 evaluation problems (``calgrpo evaluate``): V@K, mean attempts and completion tokens per episode,
 and J = V@K - cost x attempts; beside them the exact optimum of J and V@K (dynamic programming,
 ``GuessTask.optimal_objective``). Prints one JSON object; runs go to worker processes, one CPU
@@ -63,9 +61,6 @@ def learn_config(
         rollout=RolloutConfig(num_attempts=args.attempts, group_size=args.group_size,
                               sampling=SamplingParams(max_new_tokens=args.max_new_tokens)),
         train=TrainConfig(method="cal", learning_rate=args.warm_lr if warm_up else args.lr,
-                          lr_schedule=args.warm_schedule if warm_up else "constant",
-                          lr_decay_steps=args.warm_rounds * args.epochs * args.minibatches,
-                          lr_final_ratio=args.warm_floor,
                           minibatches=args.minibatches, ppo_epochs=args.epochs, scale_by_std=not args.no_std,
                           micro_batch_size=512, entropy_coef=0.0 if warm_up else args.entropy,
                           kl_coef=0.0 if warm_up else args.kl, cost=cost),
@@ -147,16 +142,9 @@ def main() -> None:
     parser.add_argument(
         "--warm-rounds",
         type=int,
-        default=300,
+        default=150,
         help="rounds of plain V@K training both variants start from (0: a fresh model)",
     )
-    parser.add_argument(
-        "--warm-schedule",
-        choices=("constant", "linear", "cosine"),
-        default="linear",
-        help="the warm-up's learning rate: constant, or decaying to --warm-floor",
-    )
-    parser.add_argument("--warm-floor", type=float, default=0.1, help="the decay's end, a share of --warm-lr")
     parser.add_argument("--rounds", type=int, default=300, help="rounds of each variant after the warm-up")
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--group-size", type=int, default=8)
