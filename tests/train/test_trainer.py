@@ -94,15 +94,16 @@ def test_trainer_state_roundtrip(tiny_policy) -> None:
 
 def test_trainer_follows_the_decay_and_resumes_on_it(tiny_policy) -> None:
     batch = build_batch(_records(tiny_policy), 4, tiny_policy.tokenizer.pad_token_id)
-    config = TrainConfig(learning_rate=1e-3, minibatches=2, lr_schedule="linear", lr_decay_steps=4,
+    config = TrainConfig(learning_rate=1e-3, minibatches=2, lr_schedule="linear", lr_decay_steps=8,
                          lr_final_ratio=0.25)  # fmt: skip
     trainer = Trainer(tiny_policy.model, config)
     rates = [trainer.train_on(batch, torch.Generator().manual_seed(0))["train/lr"] for _ in range(2)]
     resumed = Trainer(tiny_policy.model, config)
     resumed.load_state_dict(trainer.state_dict())
     rates += [resumed.train_on(batch, torch.Generator().manual_seed(0))["train/lr"] for _ in range(2)]
-    # Steps 0..7, two a round; train/lr is the rate after the round's last step: at steps 2, 4, 6, 8.
-    assert rates == pytest.approx([1e-3 * (1 - 0.75 * t) for t in (0.5, 1.0, 1.0, 1.0)])
+    # Two steps a round; train/lr is the rate after the round's last step: at steps 2, 4, 6, 8 of the
+    # 8-step decay (a resumed trainer that restarted the curve would give 0.25 and 0.5 again).
+    assert rates == pytest.approx([1e-3 * (1 - 0.75 * t) for t in (0.25, 0.5, 0.75, 1.0)])
 
 
 @pytest.mark.parametrize(
