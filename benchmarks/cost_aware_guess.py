@@ -146,7 +146,7 @@ def main() -> None:
         help="rounds of plain V@K training both variants start from (0: a fresh model)",
     )
     parser.add_argument("--rounds", type=int, default=300, help="rounds of each variant after the warm-up")
-    parser.add_argument("--prompts", type=int, default=32)
+    parser.add_argument("--prompts", type=int, default=64, help="problems a round (both phases)")
     parser.add_argument("--group-size", type=int, default=8)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--warm-lr", type=float, default=3e-3, help="learning rate of the warm-up")
@@ -154,7 +154,7 @@ def main() -> None:
     parser.add_argument("--minibatches", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=2, help="PPO epochs over each round's batch")
     parser.add_argument("--no-std", action="store_true", help="do not divide advantages by the group's std")
-    parser.add_argument("--entropy", type=float, default=0.02, help="entropy bonus after the warm-up")
+    parser.add_argument("--entropy", type=float, default=0.05, help="entropy bonus after the warm-up")
     parser.add_argument("--kl", type=float, default=0.1, help="KL penalty to the warm-up's model, after it")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--eval-problems", type=int, default=256)
