@@ -62,7 +62,7 @@ def learn_config(
                               sampling=SamplingParams(max_new_tokens=args.max_new_tokens)),
         train=TrainConfig(method="cal", learning_rate=args.warm_lr if warm_up else args.lr,
                           minibatches=args.minibatches, ppo_epochs=args.epochs, scale_by_std=not args.no_std,
-                          micro_batch_size=512, entropy_coef=0.0 if warm_up else args.entropy,
+                          micro_batch_size=512, entropy_coef=args.warm_entropy if warm_up else args.entropy,
                           kl_coef=0.0 if warm_up else args.kl, cost=cost),
         eval_problems=args.eval_problems, eval_samples=4, report_to=("none",), show_progress=False,
     )  # fmt: skip
@@ -154,6 +154,7 @@ def main() -> None:
     parser.add_argument("--minibatches", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=2, help="PPO epochs over each round's batch")
     parser.add_argument("--no-std", action="store_true", help="do not divide advantages by the group's std")
+    parser.add_argument("--warm-entropy", type=float, default=0.05, help="entropy bonus of the warm-up")
     parser.add_argument("--entropy", type=float, default=0.05, help="entropy bonus after the warm-up")
     parser.add_argument("--kl", type=float, default=0.1, help="KL penalty to the warm-up's model, after it")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
