@@ -61,6 +61,9 @@ def learn_config(
         rollout=RolloutConfig(num_attempts=args.attempts, group_size=args.group_size,
                               sampling=SamplingParams(max_new_tokens=args.max_new_tokens)),
         train=TrainConfig(method="cal", learning_rate=args.warm_lr if warm_up else args.lr,
+                          lr_schedule=args.warm_schedule if warm_up else "constant",
+                          lr_decay_steps=max(1, args.warm_rounds * args.epochs * args.minibatches),
+                          lr_final_ratio=args.warm_floor,
                           minibatches=args.minibatches, ppo_epochs=args.epochs, scale_by_std=not args.no_std,
                           micro_batch_size=512, entropy_coef=args.warm_entropy if warm_up else args.entropy,
                           kl_coef=0.0 if warm_up else args.kl, cost=cost),
@@ -145,6 +148,13 @@ def main() -> None:
         default=150,
         help="rounds of plain V@K training both variants start from (0: a fresh model)",
     )
+    parser.add_argument(
+        "--warm-schedule",
+        choices=("constant", "linear", "cosine"),
+        default="constant",
+        help="the warm-up's learning rate: constant, or decaying to --warm-floor over the warm-up",
+    )
+    parser.add_argument("--warm-floor", type=float, default=0.1, help="the decay's end, a share of --warm-lr")
     parser.add_argument("--rounds", type=int, default=300, help="rounds of each variant after the warm-up")
     parser.add_argument("--prompts", type=int, default=64, help="problems a round (both phases)")
     parser.add_argument("--group-size", type=int, default=8)
@@ -168,12 +178,10 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as root, ProcessPoolExecutor(args.workers) as pool:
         warm = [pool.submit(warm_up, args, seed, root) for seed in range(args.seeds)]
-        models = [job.result() for job in warm]
-        jobs = [
-            pool.submit(run_one, args, variant, seed, root, models[seed])
-            for variant in args.variants
-            for seed in range(args.seeds)
-        ]
+        jobs = []
+        for seed, warmed in enumerate(warm):  # a seed's variants start as soon as its warm-up ends
+            model = warmed.result()
+            jobs += [pool.submit(run_one, args, variant, seed, root, model) for variant in args.variants]
         runs = [job.result() for job in jobs]
     summary = {}
     for variant in args.variants:
