@@ -6,7 +6,8 @@
 A share ``--locked`` of the problems cannot be won (the prompt says "locked", every guess is wrong);
 any problem may be answered ``pass`` (one token), which ends its episode. Each attempt costs
 ``--cost``. Per seed, a warm-up of ``--warm-rounds`` of plain V@K training (``calgrpo learn``, tiny
-model, ``cal``) gives the model both variants start from; then ``--rounds`` more of each variant,
+model, ``cal``, an entropy bonus, the learning rate decaying linearly to a tenth) gives the model
+both variants start from; then ``--rounds`` more of each variant,
 the same seeds: with the cost in training (``--train.cost.per-attempt``) and without it (plain V@K),
 both with a KL penalty to the warm-up's model. Each final model is evaluated on the run's fixed
 evaluation problems (``calgrpo evaluate``): V@K, mean attempts and completion tokens per episode,
@@ -17,7 +18,10 @@ thread each.
 Why a warm-up: from a fresh model, guessing is worth little (V@K near 0.1), so a cost makes ``pass``
 the better answer on every problem, and once every episode of a group passes at once the group
 carries no signal: the policy is absorbed there (measured: all problems given up within 20 rounds).
-Costs teach a policy that can already search when to stop searching.
+Costs teach a policy that can already search when to stop searching. Why the warm-up's entropy
+bonus and decay: without the bonus it can settle on a near-deterministic search that misses numbers
+and never leaves it (measured: seed 0 stuck 0.09 below the best V@K), and such a policy seldom
+samples ``pass``; without the decay a near-optimal search can fall apart late in a long warm-up.
 """
 
 from __future__ import annotations
@@ -145,13 +149,13 @@ def main() -> None:
     parser.add_argument(
         "--warm-rounds",
         type=int,
-        default=150,
+        default=300,
         help="rounds of plain V@K training both variants start from (0: a fresh model)",
     )
     parser.add_argument(
         "--warm-schedule",
         choices=("constant", "linear", "cosine"),
-        default="constant",
+        default="linear",
         help="the warm-up's learning rate: constant, or decaying to --warm-floor over the warm-up",
     )
     parser.add_argument("--warm-floor", type=float, default=0.1, help="the decay's end, a share of --warm-lr")
