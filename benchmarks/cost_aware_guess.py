@@ -139,6 +139,8 @@ def evaluation_optimum(args: argparse.Namespace, problems: Path) -> dict:
 
 
 def main() -> None:
+    from calgrpo.train.schedule import SCHEDULES
+
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("--values", type=int, default=8, help="N")
@@ -154,7 +156,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--warm-schedule",
-        choices=("constant", "linear", "cosine"),
+        choices=SCHEDULES,
         default="linear",
         help="the warm-up's learning rate: constant, or decaying to --warm-floor over the warm-up",
     )

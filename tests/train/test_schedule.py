@@ -27,3 +27,8 @@ def test_decay_starts_after_warm_up_and_ends_at_the_floor(schedule) -> None:
 def test_unknown_schedule_is_refused() -> None:
     with pytest.raises(ValueError, match="constant, linear, cosine"):
         learning_rate_factor(5, 0, "step", 10)
+
+
+def test_a_decay_without_steps_is_refused() -> None:
+    with pytest.raises(ValueError, match="decay_steps >= 1"):
+        learning_rate_factor(5, 0, "linear", 0)

@@ -25,6 +25,8 @@ def learning_rate_factor(
         return warm
     if schedule not in SCHEDULES:
         raise ValueError(f"learning-rate schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    if decay_steps < 1:  # a direct caller's mistake; TrainConfig refuses it before a run starts
+        raise ValueError(f"a {schedule} decay needs decay_steps >= 1, got {decay_steps}")
     progress = min(1.0, max(0.0, (step - warmup_steps) / decay_steps))
     shape = 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
     return warm * (final_ratio + (1.0 - final_ratio) * shape)
